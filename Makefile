@@ -1,0 +1,61 @@
+# Fabric: the front door. `make` lists the targets.
+SHELL := /bin/bash
+SWIFT ?= $(shell command -v swift || echo /opt/swift/usr/bin/swift)
+CONFIG ?= debug
+BIN := .build/$(CONFIG)
+ARGS ?=
+SEED ?= 1
+RUNS ?= 20
+
+.DEFAULT_GOAL := help
+.PHONY: help bootstrap build release weaver shuttle run test test-unit test-integration bench bench-api fmt lint clean sim sim-swarm
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+bootstrap: ## install the Debian packages Fabric needs (idempotent)
+	@./scripts/bootstrap
+
+build: bootstrap ## build everything (debug)
+	$(SWIFT) build
+
+release: bootstrap ## build everything optimised
+	$(SWIFT) build -c release
+
+weaver: bootstrap ## build the control plane binary
+	$(SWIFT) build --product weaver && $(SWIFT) build --product fabric-monitor
+
+shuttle: bootstrap ## build the node runner binary
+	$(SWIFT) build --product shuttle && $(SWIFT) build --product fabric-monitor
+
+run: bootstrap ## build and start weaver on :8080 with SQLite state under .data and an embedded local node
+	$(SWIFT) build -c release --product weaver
+	$(SWIFT) build -c release --product fabric-monitor
+	.build/release/weaver --data-dir .data $(ARGS)
+
+test: bootstrap ## build and run every test (starts its own PostgreSQL)
+	./scripts/test
+
+test-unit: bootstrap ## run the tests that need no server
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --skip IntegrationTests
+
+test-integration: bootstrap ## run the tests that start real servers and binaries
+	./scripts/test --filter IntegrationTests
+
+bench: bench-api ## run every benchmark
+
+bench-api: bootstrap ## wrk against weaver (SQLite, PostgreSQL), a bare libmicrohttpd responder and nginx
+	./scripts/bench-api
+
+sim: ## run the simulator with one seed (SEED=N)
+	$(SWIFT) run -c release fabric-sim --seed $(SEED)
+
+fmt: ## format the code with the checked-in .swift-format
+	$(SWIFT) format -i -r Sources Tests Simulation Benchmarks Package.swift
+
+lint: ## check formatting
+	$(SWIFT) format lint -r Sources Tests Simulation Benchmarks
+
+clean: ## remove build outputs and local state
+	rm -rf .build .data .tmp

@@ -1,0 +1,60 @@
+// swift-tools-version:6.0
+// Fabric: runs container workloads on the cheapest place that fits them.
+import PackageDescription
+
+let package = Package(
+    name: "Fabric",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "weaver", targets: ["weaver"]),
+        .executable(name: "shuttle", targets: ["shuttle"]),
+        .executable(name: "fabric-monitor", targets: ["fabric-monitor"]),
+        .executable(name: "fabric-sim", targets: ["fabric-sim"]),
+    ],
+    targets: [
+        // C system libraries (Debian -dev packages) and tiny shims for variadic C calls.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3"),
+        .systemLibrary(name: "CPostgres", path: "Sources/CPostgres", pkgConfig: "libpq"),
+        .systemLibrary(name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1"),
+        .systemLibrary(name: "CMicroHTTPD", path: "Sources/CMicroHTTPD", pkgConfig: "libmicrohttpd"),
+        .target(name: "CShims", dependencies: ["CMicroHTTPD", "CSQLite"], path: "Sources/CShims"),
+
+        // Pure cores: no I/O, no clock reads, no unseeded randomness.
+        .target(name: "FabricCore"),
+        .target(name: "FabricScheduler", dependencies: ["FabricCore"]),
+
+        // Shells.
+        .target(name: "FabricStore", dependencies: ["FabricCore", "CSQLite", "CPostgres", "CShims"]),
+        .target(name: "FabricHTTP", dependencies: ["FabricCore", "CMicroHTTPD", "CShims"]),
+        .target(name: "FabricProviders", dependencies: ["FabricCore"]),
+        .target(name: "FabricRuntime", dependencies: ["FabricCore"]),
+
+        // Composition.
+        .target(name: "Shuttle", dependencies: ["FabricCore", "FabricRuntime"]),
+        .target(
+            name: "Weaver",
+            dependencies: [
+                "FabricCore", "FabricScheduler", "FabricStore", "FabricHTTP", "FabricProviders", "FabricRuntime",
+                "Shuttle", "CYAML",
+            ]),
+
+        // Thin executables.
+        .executableTarget(name: "weaver", dependencies: ["Weaver"]),
+        .executableTarget(name: "shuttle", dependencies: ["Shuttle"]),
+        .executableTarget(name: "fabric-monitor", dependencies: []),
+        .executableTarget(
+            name: "fabric-sim", dependencies: ["FabricCore", "FabricScheduler", "Weaver"], path: "Simulation"),
+        .executableTarget(
+            name: "fabric-bench-http", dependencies: ["CMicroHTTPD", "CShims"], path: "Benchmarks/fabric-bench-http"),
+
+        // Tests: one target per module; IntegrationTests start real servers and binaries.
+        .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
+        .testTarget(name: "FabricSchedulerTests", dependencies: ["FabricScheduler", "FabricProviders"]),
+        .testTarget(name: "FabricStoreTests", dependencies: ["FabricStore"]),
+        .testTarget(name: "FabricHTTPTests", dependencies: ["FabricHTTP"]),
+        .testTarget(name: "FabricRuntimeTests", dependencies: ["FabricRuntime"]),
+        .testTarget(name: "FabricProvidersTests", dependencies: ["FabricProviders"]),
+        .testTarget(name: "WeaverTests", dependencies: ["Weaver"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Weaver"]),
+    ]
+)

@@ -1,0 +1,32 @@
+#ifndef FABRIC_CSHIMS_H
+#define FABRIC_CSHIMS_H
+// Tiny C shims for the calls Swift cannot make directly (variadic functions, function-like macros).
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <microhttpd.h>
+#include <sqlite3.h>
+
+/// Options for starting a libmicrohttpd daemon, passed to MHD_start_daemon's variadic option list.
+typedef struct fabric_mhd_options {
+    unsigned int flags;                 // MHD_USE_* flags
+    uint16_t port;
+    const struct sockaddr *bind_address; // may be NULL
+    unsigned int thread_pool_size;      // 0 = no pool
+    unsigned int connection_limit;
+    unsigned int connection_timeout_s;
+    size_t connection_memory_limit;
+    int listen_backlog;
+} fabric_mhd_options;
+
+/// Starts a daemon with the given access handler and request-completed callback.
+struct MHD_Daemon *fabric_mhd_start(const fabric_mhd_options *opts,
+                                    MHD_AccessHandlerCallback handler, void *handler_cls,
+                                    MHD_RequestCompletedCallback completed, void *completed_cls);
+
+/// sqlite3_bind_text / _blob with SQLITE_TRANSIENT (a macro Swift cannot import).
+int fabric_sqlite_bind_text(sqlite3_stmt *stmt, int index, const char *text, int length);
+int fabric_sqlite_bind_blob(sqlite3_stmt *stmt, int index, const void *data, int length);
+
+#endif

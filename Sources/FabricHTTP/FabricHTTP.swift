@@ -1,0 +1,2 @@
+// HTTP server on libmicrohttpd, router, request/response, JSON errors.
+import FabricCore

@@ -1,0 +1,2 @@
+// Provider protocol and the offer catalog.
+import FabricCore

@@ -1,0 +1,2 @@
+// Placement: feasibility checks, scorers and the placement stack. See Scheduler.swift.
+import FabricCore

@@ -1,0 +1,3 @@
+// The node runner: capacity, assignments, runtimes.
+import FabricCore
+import FabricRuntime

@@ -1,0 +1,2 @@
+// Composition of the control plane.
+import FabricCore

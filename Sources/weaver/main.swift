@@ -1,0 +1,3 @@
+import Weaver
+
+print("weaver: not yet wired")
