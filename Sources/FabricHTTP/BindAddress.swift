@@ -30,6 +30,7 @@ public struct BindAddress: Sendable, Hashable, CustomStringConvertible {
             }
             host = text[..<colon]
             portText = text[text.index(after: colon)...]
+            guard !host.contains(":") else { throw FabricError.invalid(field, "IPv6 address \(text) needs [brackets]") }
         }
         guard let port = UInt16(portText) else {
             throw FabricError.invalid(field, "address \(text) has an invalid port")

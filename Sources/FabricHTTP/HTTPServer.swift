@@ -2,9 +2,8 @@
 //
 // One request, as seen by the access handler (always on the connection's MHD worker thread):
 //
-//   headers in ──► RequestContext ──► no body? ─────────────────────────┐
-//                  (first call)       body chunks: buffer, or count and  │
-//                                     drop past bodyBytesMax ──► final ──┤
+//   headers in ──► RequestContext ──► body chunks: buffer, or count and ──► request complete
+//                  (first call)       drop past bodyBytesMax                 (last call) ──┐
 //                                                                       ▼
 //                           dispatch: Task.immediate { respond } runs the responder on this thread
 //                                 │                                 │
@@ -52,7 +51,8 @@ public struct HTTPServerSettings: Sendable, Equatable {
 
     public init(
         address: String = "127.0.0.1:8080", threadCount: Int = HTTPServerSettings.threadCountDefault,
-        bodyBytesMax: Int = Limits.requestBodyBytesMax, discardBytesMax: Int = HTTPServerSettings.discardBytesMaxDefault,
+        bodyBytesMax: Int = Limits.requestBodyBytesMax,
+        discardBytesMax: Int = HTTPServerSettings.discardBytesMaxDefault,
         connectionsMax: Int = HTTPServerSettings.connectionsMaxDefault,
         connectionTimeout: Duration = HTTPServerSettings.connectionTimeoutDefault,
         connectionMemoryBytesMax: Int = HTTPServerSettings.connectionMemoryBytesMaxDefault,
@@ -311,13 +311,11 @@ final class ServerCore: Sendable {
         requestContext.pointee = Unmanaged.passRetained(context).toOpaque()
         inFlight.add(1, ordering: .relaxed)
 
-        let contentLength = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length")
-        let chunked = MHD_lookup_connection_value(connection, .HEADER_KIND, "Transfer-Encoding") != nil
-        guard contentLength != nil || chunked else {
-            // No body: answer now, which saves libmicrohttpd a second call.
-            return dispatch(context, connection: connection)
-        }
-        if let contentLength, let length = Int(String(cString: contentLength)), length > bodyBytesMax {
+        // Answer only in the call after the body (libmicrohttpd treats an earlier response as a refusal of the body
+        // and closes the connection after it), except when the declared body is too large.
+        if let contentLength = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length"),
+            let length = Int(String(cString: contentLength)), length > bodyBytesMax
+        {
             context.oversized = true
             let expectsContinue = MHD_lookup_connection_value(connection, .HEADER_KIND, "Expect") != nil
             if expectsContinue || length > discardBytesMax {
@@ -427,7 +425,8 @@ final class ServerCore: Sendable {
         let status = (100...999).contains(response.status) ? response.status : 500
         let body = response.body
         let mhdResponse = body.withUnsafeBytes { bytes in
-            MHD_create_response_from_buffer(bytes.count, UnsafeMutableRawPointer(mutating: bytes.baseAddress),
+            MHD_create_response_from_buffer(
+                bytes.count, UnsafeMutableRawPointer(mutating: bytes.baseAddress),
                 .RESPMEM_MUST_COPY)
         }
         guard let mhdResponse else { return .NO }

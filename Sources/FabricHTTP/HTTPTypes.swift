@@ -195,7 +195,8 @@ public struct Response: Sendable {
 
     /// The one JSON error shape `{"error":{"code","message","field"}}` with the code's HTTP status.
     public static func error(_ error: FabricError) -> Response {
-        let envelope = ErrorEnvelope(error: .init(code: error.code.rawValue, message: error.message, field: error.field))
+        let envelope = ErrorEnvelope(
+            error: .init(code: error.code.rawValue, message: error.message, field: error.field))
         let body = (try? FabricJSON.encode(envelope)) ?? Data(#"{"error":{"code":"internal","message":"?"}}"#.utf8)
         return Response(status: error.code.httpStatus, headers: ["Content-Type": jsonContentType], body: body)
     }

@@ -141,7 +141,8 @@ public struct Router: HTTPResponder {
             if node.parameterChild.isEmpty { node.parameterChild.append(Node()) }
             insert(rest, method: method, handler: handler, pattern: pattern, into: &node.parameterChild[0])
         } else {
-            insert(rest, method: method, handler: handler, pattern: pattern, into: &node.literals[first, default: Node()])
+            insert(
+                rest, method: method, handler: handler, pattern: pattern, into: &node.literals[first, default: Node()])
         }
     }
 
