@@ -75,7 +75,7 @@ public struct HTTPServerSettings: Sendable, Equatable {
     public static let discardBytesMaxDefault = 8 << 20
     public static let connectionsMaxDefault = 4096
     public static let connectionTimeoutDefault = Duration.seconds(60)
-    public static let connectionMemoryBytesMaxDefault = 64 << 10
+    public static let connectionMemoryBytesMaxDefault = 32 << 10
     public static let listenBacklogDefault = 1024
     public static let shutdownGracePeriodDefault = Duration.seconds(10)
 
@@ -275,7 +275,6 @@ final class ServerCore: Sendable {
         self.accessLog = accessLog
         self.bodyBytesMax = settings.bodyBytesMax
         self.discardBytesMax = max(settings.discardBytesMax, settings.bodyBytesMax)
-        draining.store(false, ordering: .relaxed)
     }
 
     // MARK: Access handler

@@ -26,7 +26,8 @@ public typealias HTTPHandler = @Sendable (Request) async throws -> Response
 /// slashes are ignored. Unknown paths answer 404, known paths with another method 405 with an `Allow` header, and
 /// thrown errors render as the JSON error shape (non-Fabric errors as a 500 that reveals nothing).
 public struct Router: HTTPResponder {
-    private var root = Node()
+    /// The route tree, flattened: `nodes[0]` is the root, children are indices (cheap to walk, no copies).
+    private var nodes = [Node()]
     private var middlewares: [any HTTPMiddleware] = []
 
     public init() {}
@@ -53,8 +54,31 @@ public struct Router: HTTPResponder {
 
     /// Registers `handler` for `method` on `pattern`; registering the same method and pattern twice is a bug.
     public mutating func on(_ method: HTTPMethod, _ pattern: String, _ handler: @escaping HTTPHandler) {
-        let segments = pattern.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-        Self.insert(segments[...], method: method, handler: handler, pattern: pattern, into: &root)
+        var index = 0
+        for segment in Self.segments(of: pattern) {
+            if segment.hasPrefix(":") {
+                let name = String(segment.dropFirst())
+                precondition(!name.isEmpty, "route \(pattern) has an unnamed parameter")
+                if let child = nodes[index].parameter {
+                    precondition(
+                        child.name == name,
+                        "route \(pattern) names a parameter :\(name) where another route has :\(child.name)")
+                    index = child.node
+                } else {
+                    nodes.append(Node())
+                    nodes[index].parameter = (name, nodes.count - 1)
+                    index = nodes.count - 1
+                }
+            } else if let child = nodes[index].literal(segment) {
+                index = child
+            } else {
+                nodes.append(Node())
+                nodes[index].literals.append((String(segment), nodes.count - 1))
+                index = nodes.count - 1
+            }
+        }
+        precondition(nodes[index].handler(for: method) == nil, "route \(method) \(pattern) is registered twice")
+        nodes[index].handlers.append((method, handler))
     }
 
     /// Appends a middleware; the first added is the outermost.
@@ -75,8 +99,8 @@ public struct Router: HTTPResponder {
     /// The methods registered on `path`, or nil when no route matches the path (for tests and diagnostics).
     public func allowedMethods(for path: String) -> [HTTPMethod]? {
         var parameters: [String: String] = [:]
-        guard let node = Self.match(segments(of: path)[...], in: root, parameters: &parameters) else { return nil }
-        return node.allowed
+        guard let index = match(Self.segments(of: path)[...], from: 0, parameters: &parameters) else { return nil }
+        return nodes[index].allowed
     }
 
     // MARK: - Routing
@@ -90,78 +114,83 @@ public struct Router: HTTPResponder {
 
     private func route(_ request: Request) async throws -> Response {
         var parameters: [String: String] = [:]
-        guard let node = Self.match(segments(of: request.path)[...], in: root, parameters: &parameters) else {
+        guard let index = match(Self.segments(of: request.path)[...], from: 0, parameters: &parameters) else {
             throw FabricError(.notFound, "no route for \(request.method) \(request.path)")
         }
-        let handler = node.handlers[request.method] ?? (request.method == .head ? node.handlers[.get] : nil)
-        guard let handler else {
+        let node = nodes[index]
+        guard
+            let handler = node.handler(for: request.method) ?? (request.method == .head ? node.handler(for: .get) : nil)
+        else {
             throw MethodNotAllowed(allowed: node.allowed, method: request.method, path: request.path)
         }
+        if parameters.isEmpty { return try await handler(request) }
         var request = request
-        if !parameters.isEmpty { request.parameters = parameters }
+        request.parameters = parameters
         return try await handler(request)
-    }
-
-    private func segments(of path: String) -> [Substring] {
-        path.split(separator: "/", omittingEmptySubsequences: true)
     }
 
     /// One level of the route tree: literal children, at most one `:name` child, the handlers that end here.
     private struct Node: Sendable {
-        var literals: [String: Node] = [:]
-        var parameterName: String?
-        /// Zero or one element: the `:name` child (an array gives the recursive value type its indirection).
-        var parameterChild: [Node] = []
-        var handlers: [HTTPMethod: HTTPHandler] = [:]
+        /// A list, not a dictionary: fan-out is small, and comparing bytes beats hashing a String.
+        var literals: [(segment: String, node: Int)] = []
+        var parameter: (name: String, node: Int)?
+        /// A list for the same reason: a handful of methods, compared as short strings.
+        var handlers: [(method: HTTPMethod, handler: HTTPHandler)] = []
+
+        func handler(for method: HTTPMethod) -> HTTPHandler? {
+            for entry in handlers where entry.method == method { return entry.handler }
+            return nil
+        }
+
+        func literal(_ segment: Substring) -> Int? {
+            for literal in literals where literal.segment.utf8.elementsEqual(segment.utf8) { return literal.node }
+            return nil
+        }
 
         var allowed: [HTTPMethod] {
-            var methods = Set(handlers.keys)
+            var methods = Set(handlers.map(\.method))
             if methods.contains(.get) { methods.insert(.head) }
             return methods.sorted { $0.rawValue < $1.rawValue }
         }
     }
 
-    private static func insert(
-        _ segments: ArraySlice<String>, method: HTTPMethod, handler: @escaping HTTPHandler, pattern: String,
-        into node: inout Node
-    ) {
-        guard let first = segments.first else {
-            precondition(node.handlers[method] == nil, "route \(method) \(pattern) is registered twice")
-            node.handlers[method] = handler
-            return
-        }
+    /// The first node with handlers that `segments` reach from `index`, literals before parameters.
+    private func match(
+        _ segments: ArraySlice<Substring>, from index: Int, parameters: inout [String: String]
+    ) -> Int? {
+        guard let first = segments.first else { return nodes[index].handlers.isEmpty ? nil : index }
         let rest = segments.dropFirst()
-        if first.hasPrefix(":") {
-            let name = String(first.dropFirst())
-            precondition(!name.isEmpty, "route \(pattern) has an unnamed parameter")
-            precondition(
-                node.parameterName == nil || node.parameterName == name,
-                "route \(pattern) names a parameter :\(name) where another route has :\(node.parameterName ?? "")")
-            node.parameterName = name
-            if node.parameterChild.isEmpty { node.parameterChild.append(Node()) }
-            insert(rest, method: method, handler: handler, pattern: pattern, into: &node.parameterChild[0])
-        } else {
-            insert(
-                rest, method: method, handler: handler, pattern: pattern, into: &node.literals[first, default: Node()])
-        }
-    }
-
-    /// The first node with handlers that `segments` reach, literals before parameters, collecting parameters.
-    private static func match(
-        _ segments: ArraySlice<Substring>, in node: Node, parameters: inout [String: String]
-    ) -> Node? {
-        guard let first = segments.first else { return node.handlers.isEmpty ? nil : node }
-        let rest = segments.dropFirst()
-        if let child = node.literals[String(first)], let found = match(rest, in: child, parameters: &parameters) {
+        if let child = nodes[index].literal(first),
+            let found = match(rest, from: child, parameters: &parameters)
+        {
             return found
         }
-        if let name = node.parameterName, let child = node.parameterChild.first {
-            if let found = match(rest, in: child, parameters: &parameters) {
-                parameters[name] = String(first)
-                return found
-            }
+        if let parameter = nodes[index].parameter,
+            let found = match(rest, from: parameter.node, parameters: &parameters)
+        {
+            parameters[parameter.name] = String(first)
+            return found
         }
         return nil
+    }
+
+    /// The non-empty `/`-separated segments of `path`, scanned as bytes (`String.split` works on Characters and
+    /// costs several times more).
+    private static func segments(of path: String) -> [Substring] {
+        var segments: [Substring] = []
+        let bytes = path.utf8
+        var start = bytes.startIndex
+        while start < bytes.endIndex {
+            guard bytes[start] != UInt8(ascii: "/") else {
+                start = bytes.index(after: start)
+                continue
+            }
+            var end = bytes.index(after: start)
+            while end < bytes.endIndex, bytes[end] != UInt8(ascii: "/") { end = bytes.index(after: end) }
+            segments.append(path[start..<end])
+            start = end
+        }
+        return segments
     }
 }
 
