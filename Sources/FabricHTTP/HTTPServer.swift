@@ -1,22 +1,22 @@
-// HTTPServer: libmicrohttpd with an internal epoll thread pool; async responders through suspend/resume.
+// HTTPServer: libmicrohttpd with a pool of internal poll() threads; async responders through suspend/resume.
 //
-// One request, as seen by the access handler (always on the connection's MHD worker thread):
+// One request, as seen by the access handler (always on the connection's worker thread):
 //
-//   headers in ──► RequestContext ──► body chunks: buffer, or count and ──► request complete
-//                  (first call)       drop past bodyBytesMax                 (last call) ──┐
-//                                                                       ▼
-//                           dispatch: Task.immediate { respond } runs the responder on this thread
-//                                 │                                 │
-//                       finished without suspending          suspended on an await
-//                                 │                                 │
-//                          queue the response       MHD_suspend_connection; the task, when done,
-//                                                   stores the response and MHD_resume_connection;
-//                                                   MHD calls again ──► queue the stored response
+//   headers in ──► RequestContext ──► body chunks: buffered, or counted ──► request complete (last call)
+//                  (first call)       and dropped past bodyBytesMax                  │
+//                                                                                   ▼
+//            dispatch: Task.immediate(executorPreference: context) { respond } runs here until it awaits
+//                                                                                   │
+//            pump ◄─────────────────────────────────────────────────────────────────┤
+//             │ jobs queued on the context (an actor hop, a yield)? run them here, pump again
+//             │ response ready? queue it
+//             │ else MHD_suspend_connection; a job enqueued from another thread (timer, I/O, busy actor)
+//             │ or the response resumes the connection, libmicrohttpd calls again ──► pump
 //
-//   request completed (sent, client gone, timeout, shutdown) ──► release the RequestContext
+//   request completed (sent, client gone, timeout, shutdown) ──► release the context; stray jobs go global
 //
-// The context's phase (running → suspended → done → finished) is guarded by its own lock, and the suspend always
-// happens under that lock before the task can see `.suspended`, so a resume never precedes its suspend.
+// The context's state is guarded by its own lock. A suspension happens under that lock before anyone can see
+// `suspended`, so a resume never precedes its suspend, and each suspension is resumed at most once.
 import CMicroHTTPD
 import CShims
 import FabricCore
@@ -297,7 +297,16 @@ final class ServerCore: Sendable {
             if context.oversized { return queue(tooLarge(), context: context, connection: connection) }
             return dispatch(context, connection: connection)
         }
-        return settle(context, connection: connection)
+        // Called again after a resume: the connection runs; the work that woke it is in the context.
+        let wasSuspended = context.state.withLock { state in
+            defer {
+                state.suspended = false
+                state.resumeRequested = false
+            }
+            return state.suspended
+        }
+        if wasSuspended { unregister(context) }
+        return pump(context, connection: connection)
     }
 
     private func headersArrived(
@@ -355,69 +364,62 @@ final class ServerCore: Sendable {
             headers: Self.headers(of: connection), body: context.body)
         context.body = Data()
         let responder = self.responder
-        let operation: @Sendable () async -> Void = { [self] in
+        let operation: @Sendable () async -> Void = {
             let response: Response
             do { response = try await responder.respond(to: request) } catch { response = .error(from: error) }
-            finish(context, with: response)
+            context.finish(with: response)
         }
         let task: Task<Void, Never>
         if #available(macOS 26, *) {
-            // Runs on this worker thread until the responder's first real suspension.
-            task = Task.immediate(operation: operation)
+            // Runs on this worker thread until the responder's first suspension; what follows runs on the context.
+            task = Task.immediate(executorPreference: context, operation: operation)
         } else {
-            task = Task(operation: operation)
+            task = Task(executorPreference: context, operation: operation)
         }
         context.state.withLock { $0.task = task }
-        return settle(context, connection: connection)
+        return pump(context, connection: connection)
     }
 
-    /// Queues the finished response, or suspends the connection until the task finishes.
-    private func settle(_ context: RequestContext, connection: OpaquePointer) -> MHD_Result {
-        enum Outcome {
+    /// Runs the request's queued jobs on this worker thread until the response is ready (then queues it) or the
+    /// task waits for something outside (then suspends the connection until a job or the response arrives).
+    private func pump(_ context: RequestContext, connection: OpaquePointer) -> MHD_Result {
+        enum Step {
+            case run([UnownedJob])
             case queue(Response)
             case wait
             case hangUp
         }
-        let outcome: Outcome = context.state.withLock { state in
-            switch state.phase {
-            case .done(let response):
-                state.phase = .finished
-                return .queue(response)
-            case .running:
+        while true {
+            var cancel: Task<Void, Never>?
+            let step: Step = context.state.withLock { state in
+                if state.finished { return .hangUp }  // a response went out already
+                if !state.jobs.isEmpty {
+                    defer { state.jobs.removeAll(keepingCapacity: true) }
+                    return .run(state.jobs)
+                }
+                if let response = state.response {
+                    state.finished = true
+                    return .queue(response)
+                }
                 if register(context) {
                     MHD_suspend_connection(connection)
-                    state.phase = .suspended
+                    state.suspended = true
                     return .wait
                 }
-                state.phase = .finished
-                state.task?.cancel()
+                state.finished = true
+                cancel = state.task
                 return .queue(.error(FabricError(.unavailable, "server is shutting down")))
-            case .suspended:
-                return .wait  // libmicrohttpd does not call a suspended connection; nothing to do if it did
-            case .finished:
-                return .hangUp  // a response went out already
             }
-        }
-        switch outcome {
-        case .queue(let response): return queue(response, context: context, connection: connection)
-        case .wait: return .YES
-        case .hangUp: return .NO
-        }
-    }
-
-    /// Called by the handler task: stores the response and, if the connection waits for it, resumes it.
-    private func finish(_ context: RequestContext, with response: Response) {
-        context.state.withLock { state in
-            switch state.phase {
-            case .running:
-                state.phase = .done(response)
-            case .suspended:
-                state.phase = .done(response)
-                // Resume before unregistering: once shutdown no longer sees the context, it has been resumed.
-                MHD_resume_connection(context.connection)
-                unregister(context)
-            case .done, .finished:
-                break  // answered 503 by shutdown, or the connection is gone
+            cancel?.cancel()
+            switch step {
+            case .run(let jobs):
+                for job in jobs { job.runSynchronously(on: context.asUnownedTaskExecutor()) }
+            case .queue(let response):
+                return queue(response, context: context, connection: connection)
+            case .wait:
+                return .YES
+            case .hangUp:
+                return .NO
             }
         }
     }
@@ -445,11 +447,14 @@ final class ServerCore: Sendable {
 
     func completed(_ context: RequestContext) {
         inFlight.subtract(1, ordering: .relaxed)
-        context.state.withLock { state in
-            if case .finished = state.phase { return }
-            state.phase = .finished
-            state.task?.cancel()
+        let (task, orphans) = context.state.withLock { state in
+            let pending = state.finished ? nil : state.task  // still running: the client is gone, stop it
+            state.finished = true
+            defer { state.jobs.removeAll() }
+            return (pending, state.jobs)
         }
+        task?.cancel()
+        for job in orphans { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 
     // MARK: Shutdown
@@ -478,13 +483,13 @@ final class ServerCore: Sendable {
             return Array(registry.suspended.values)
         }
         for context in stragglers {
-            context.state.withLock { state in
-                guard case .suspended = state.phase else { return }
-                state.phase = .done(.error(FabricError(.unavailable, "server is shutting down")))
-                MHD_resume_connection(context.connection)
-                unregister(context)
-                state.task?.cancel()
+            let task = context.state.withLock { state -> Task<Void, Never>? in
+                guard !state.finished, state.response == nil else { return nil }
+                state.response = .error(FabricError(.unavailable, "server is shutting down"))
+                context.resumeIfSuspended(&state)
+                return state.task
             }
+            task?.cancel()
         }
         if !stragglers.isEmpty { await waitForDrain(until: clock.now + Self.forcedFlushWait, clock: clock) }
 
@@ -546,9 +551,16 @@ private func string(_ pointer: UnsafePointer<CChar>?, _ count: Int) -> String {
     return String(decoding: UnsafeRawBufferPointer(start: pointer, count: count), as: UTF8.self)
 }
 
-/// Per-request state. The fields above `state` belong to the connection's worker thread (the access handler);
-/// `state` is shared with the handler task.
-final class RequestContext: @unchecked Sendable {
+/// Per-request state, and the request task's executor.
+///
+/// The fields above `state` belong to the connection's worker thread (the access handler). `state` is shared with
+/// the handler task and with whoever enqueues its jobs. As a `TaskExecutor`, the context runs the task's jobs on its
+/// connection's worker thread: enqueueing a job on a suspended connection resumes it, and the access handler runs
+/// the job there (`pump`). Work that never really leaves the process, such as a hop onto an idle actor, thus
+/// finishes inside the access handler without any suspension; work that waits for a timer or another thread costs
+/// one suspend/resume and no hop through the global pool. Jobs that arrive after the response went out run on
+/// the global executor.
+final class RequestContext: TaskExecutor, @unchecked Sendable {
     let connection: OpaquePointer
     let method: HTTPMethod
     let path: String
@@ -560,19 +572,17 @@ final class RequestContext: @unchecked Sendable {
     let state = Mutex<State>(State())
 
     struct State {
-        var phase: Phase = .running
+        /// Jobs of the request's task waiting for the worker thread.
+        var jobs: [UnownedJob] = []
+        /// Set by the task when the responder has answered.
+        var response: Response?
+        /// The connection is suspended (and registered with the server for shutdown).
+        var suspended = false
+        /// `MHD_resume_connection` was called since the last suspension.
+        var resumeRequested = false
+        /// The response was queued, or the connection is gone: jobs go to the global executor.
+        var finished = false
         var task: Task<Void, Never>?
-    }
-
-    enum Phase {
-        /// Body arriving, or the responder running with the connection not (yet) suspended.
-        case running
-        /// The connection waits for the task.
-        case suspended
-        /// The response is ready to queue.
-        case done(Response)
-        /// The response was queued, or the connection is gone.
-        case finished
     }
 
     init(connection: OpaquePointer, method: HTTPMethod, path: String, start: ContinuousClock.Instant?) {
@@ -580,5 +590,32 @@ final class RequestContext: @unchecked Sendable {
         self.method = method
         self.path = path
         self.start = start
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let accepted = state.withLock { state in
+            guard !state.finished else { return false }
+            state.jobs.append(job)
+            resumeIfSuspended(&state)
+            return true
+        }
+        if !accepted { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
+    }
+
+    /// Called by the task when the responder has answered.
+    func finish(with response: Response) {
+        state.withLock { state in
+            guard !state.finished else { return }  // answered 503 by shutdown, or the connection is gone
+            state.response = response
+            resumeIfSuspended(&state)
+        }
+    }
+
+    /// Resumes the connection once per suspension. Under the state lock: a suspension and its resume are ordered.
+    func resumeIfSuspended(_ state: inout State) {
+        guard state.suspended, !state.resumeRequested else { return }
+        state.resumeRequested = true
+        MHD_resume_connection(connection)
     }
 }

@@ -275,6 +275,49 @@ struct ServerTests {
         }
     }
 
+    @Test("handlers may hop actors, fan out child tasks and leave unstructured work behind")
+    func concurrencyInsideHandlers() async throws {
+        actor Tally {
+            var count = 0
+            func bump() -> Int {
+                count += 1
+                return count
+            }
+        }
+        let tally = Tally()
+        var router = Router()
+        router.get("/fan/:n") { request in
+            let n = Int(try request.parameter("n")) ?? 0
+            async let first = tally.bump()
+            let sum = await withTaskGroup(of: Int.self) { group in
+                for i in 0..<n {
+                    group.addTask {
+                        if i % 2 == 0 { try? await Task.sleep(for: .milliseconds(1)) }
+                        return i
+                    }
+                }
+                return await group.reduce(0, +)
+            }
+            _ = await first
+            Task { _ = await tally.bump() }  // outlives the response
+            return .text("\(sum)")
+        }
+        try await withServer(router) { server in
+            for n in [0, 1, 10, 50] {
+                #expect(try await fetch(server.port, "GET", "/fan/\(n)").text == "\(n * (n - 1) / 2)")
+            }
+            let port = server.port
+            let bodies = try await offPool {
+                let connections = try (0..<20).map { _ in try RawConnection(port: port) }
+                for connection in connections { try connection.send(method: "GET", path: "/fan/8") }
+                return try connections.map { try $0.readResponse().text }
+            }
+            #expect(bodies == Array(repeating: "28", count: 20))
+            let expected = 2 * (4 + 20)
+            #expect(await eventually { await tally.count == expected })
+        }
+    }
+
     @Test("the access log sees method, path, status and duration")
     func accessLog() async throws {
         final class Log: Sendable { let entries = Mutex<[AccessLogEntry]>([]) }

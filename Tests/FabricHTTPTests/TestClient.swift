@@ -188,14 +188,14 @@ func withServer<T>(
 }
 
 /// Polls `condition` every few milliseconds for up to `timeout`; returns whether it became true.
-func eventually(timeout: Duration = .seconds(5), _ condition: @Sendable () -> Bool) async -> Bool {
+func eventually(timeout: Duration = .seconds(5), _ condition: @Sendable () async -> Bool) async -> Bool {
     let clock = ContinuousClock()
     let deadline = clock.now + timeout
     while clock.now < deadline {
-        if condition() { return true }
+        if await condition() { return true }
         try? await clock.sleep(for: .milliseconds(5))
     }
-    return condition()
+    return await condition()
 }
 
 /// A counter that also records its highest value: how many handlers ran at once.
