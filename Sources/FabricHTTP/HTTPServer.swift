@@ -606,7 +606,8 @@ final class RequestContext: TaskExecutor, @unchecked Sendable {
     /// Called by the task when the responder has answered.
     func finish(with response: Response) {
         state.withLock { state in
-            guard !state.finished else { return }  // answered 503 by shutdown, or the connection is gone
+            // Already answered (503 by shutdown), or the connection is gone.
+            guard !state.finished, state.response == nil else { return }
             state.response = response
             resumeIfSuspended(&state)
         }
