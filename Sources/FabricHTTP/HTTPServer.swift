@@ -117,6 +117,9 @@ public final class HTTPServer: Sendable {
     /// Requests between their headers arriving and their response being sent (or their connection dying).
     public var inFlightRequests: Int { core.inFlight.load(ordering: .relaxed) }
 
+    /// Requests whose connection is suspended while their task waits (for tests and diagnostics).
+    public var suspendedRequests: Int { core.suspendedCount }
+
     /// Binds the address and starts the worker threads; `.invalidArgument` for a bad address or settings,
     /// `.unavailable` when the address cannot be bound, `.failedPrecondition` when already started.
     public func start() throws(FabricError) {
@@ -355,7 +358,7 @@ final class ServerCore: Sendable {
         .error(FabricError(.payloadTooLarge, "request body exceeds \(bodyBytesMax) bytes"))
     }
 
-    // MARK: Dispatch and settle
+    // MARK: Dispatch and pump
 
     private func dispatch(_ context: RequestContext, connection: OpaquePointer) -> MHD_Result {
         context.dispatched = true
@@ -394,8 +397,9 @@ final class ServerCore: Sendable {
             let step: Step = context.state.withLock { state in
                 if state.finished { return .hangUp }  // a response went out already
                 if !state.jobs.isEmpty {
-                    defer { state.jobs.removeAll(keepingCapacity: true) }
-                    return .run(state.jobs)
+                    let jobs = state.jobs
+                    state.jobs = []
+                    return .run(jobs)
                 }
                 if let response = state.response {
                     state.finished = true
@@ -447,12 +451,16 @@ final class ServerCore: Sendable {
 
     func completed(_ context: RequestContext) {
         inFlight.subtract(1, ordering: .relaxed)
-        let (task, orphans) = context.state.withLock { state in
+        let (task, orphans, wasSuspended) = context.state.withLock { state in
             let pending = state.finished ? nil : state.task  // still running: the client is gone, stop it
+            let jobs = state.jobs
+            let wasSuspended = state.suspended  // resumed, then closed before the access handler ran again
             state.finished = true
-            defer { state.jobs.removeAll() }
-            return (pending, state.jobs)
+            state.suspended = false
+            state.jobs = []
+            return (pending, jobs, wasSuspended)
         }
+        if wasSuspended { unregister(context) }
         task?.cancel()
         for job in orphans { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
@@ -466,6 +474,8 @@ final class ServerCore: Sendable {
             return true
         }
     }
+
+    var suspendedCount: Int { registry.withLock { $0.suspended.count } }
 
     private func unregister(_ context: RequestContext) {
         registry.withLock { _ = $0.suspended.removeValue(forKey: ObjectIdentifier(context)) }

@@ -241,6 +241,7 @@ struct ServerTests {
             #expect(bodies == (0..<requestCount).map(String.init))
             #expect(gauge.total == requestCount)
             #expect(gauge.max >= 2)
+            #expect(server.suspendedRequests == 0)
         }
     }
 
@@ -406,11 +407,19 @@ struct ServerTests {
             }  // closed on return, while the handler sleeps
             #expect(await eventually { gauge.total == 1 })
             try await offPool {
+                let connections = try (0..<20).map { _ in try RawConnection(port: port) }
+                for connection in connections {
+                    try connection.send(method: "POST", path: "/slow", body: Data("y".utf8))
+                }
+            }  // twenty more gone while their handlers sleep
+            #expect(await eventually { gauge.total == 21 })
+            try await offPool {
                 let connection = try RawConnection(port: port)
                 try connection.send("POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789")
             }  // closed with 990 bytes of body missing
             #expect(await eventually { gauge.current == 0 && server.inFlightRequests == 0 })
-            #expect(gauge.total == 1)
+            #expect(server.suspendedRequests == 0)
+            #expect(gauge.total == 21)
             #expect(try await fetch(port, "POST", "/slow", body: Data("abc".utf8)).text == "3")
         }
     }
