@@ -196,25 +196,30 @@ public enum GPUModel {
         "RTXA4000": 16, "MI300X": 192,
     ]
 
-    /// The canonical spelling: upper case, without vendor prefix, spaces or the `-SXM`/`-PCIE`/`-NVL` form factor.
+    /// The canonical spelling: upper case, without vendor, form factor (`SXM`, `PCIe`, `NVLink`) or separators;
+    /// memory size is kept only where a model comes in several (`A100-80GB`, `A100-40GB`).
     public static func canonical(_ name: String) -> String {
-        var n = name.uppercased()
-        for prefix in ["NVIDIA ", "NVIDIA-", "AMD ", "AMD-"] where n.hasPrefix(prefix) {
-            n = String(n.dropFirst(prefix.count))
+        let dropped: Set<String> = [
+            "NVIDIA", "AMD", "GEFORCE", "TESLA", "SXM", "SXM4", "SXM5", "PCIE", "NVL", "NVLINK", "HBM3", "HBM3E",
+        ]
+        var tokens: [String] = []
+        var memory: String? = nil
+        for t in name.uppercased().split(whereSeparator: { $0 == "-" || $0 == "_" || $0 == " " }) {
+            let token = String(t)
+            if dropped.contains(token) { continue }
+            if token.hasSuffix("GB"), token.dropLast(2).allSatisfy(\.isNumber) {
+                memory = token
+                continue
+            }
+            tokens.append(token)
         }
-        n = String(n.filter { $0 != " " && $0 != "_" })
-        for suffix in ["-SXM5", "-SXM4", "-SXM", "-PCIE", "-NVL", "-NVLINK", "SXM", "PCIE", "NVL", "NVLINK"]
-        where n.hasSuffix(suffix) {
-            n = String(n.dropLast(suffix.count))
-        }
-        if n.hasSuffix("-80GB"), n.hasPrefix("H100") { n = "H100" }
-        if n == "A100" + "80GB" { n = "A100-80GB" }
-        if n == "A100" + "40GB" { n = "A100-40GB" }
-        if n == "RTXA6000" || n == "A6000" { n = "RTXA6000" }
-        if n == "A5000" { n = "RTXA5000" }
-        if n == "A4000" { n = "RTXA4000" }
-        if n == "4090" || n == "GEFORCERTX4090" { n = "RTX4090" }
-        return n
+        var base = tokens.joined()
+        if base == "A6000" { base = "RTXA6000" }
+        if base == "A5000" { base = "RTXA5000" }
+        if base == "A4000" { base = "RTXA4000" }
+        if base == "4090" { base = "RTX4090" }
+        if base == "A100", let memory { return "A100-" + memory }
+        return base
     }
 
     /// Whether an offered model satisfies a requested one: equal, or the request names the family
