@@ -21,6 +21,7 @@ let package = Package(
 
         // Pure cores: no I/O, no clock reads, no unseeded randomness.
         .target(name: "FabricCore"),
+        .target(name: "FabricLog"),
         .target(name: "FabricScheduler", dependencies: ["FabricCore"]),
 
         // Shells.
@@ -30,12 +31,12 @@ let package = Package(
         .target(name: "FabricRuntime", dependencies: ["FabricCore"]),
 
         // Composition.
-        .target(name: "Shuttle", dependencies: ["FabricCore", "FabricRuntime"]),
+        .target(name: "Shuttle", dependencies: ["FabricCore", "FabricRuntime", "FabricLog"]),
         .target(
             name: "Weaver",
             dependencies: [
                 "FabricCore", "FabricScheduler", "FabricStore", "FabricHTTP", "FabricProviders", "FabricRuntime",
-                "Shuttle", "CYAML",
+                "Shuttle", "FabricLog", "CYAML",
             ]),
 
         // Thin executables.
