@@ -53,26 +53,27 @@ public struct OfferCatalog: Sendable, Hashable {
 
     /// Reads and parses a catalog file; errors name the file (and the line and column for bad rows).
     public static func load(file path: String) throws(FabricError) -> OfferCatalog {
+        try load(file: path, bytesMax: fileBytesMax)
+    }
+
+    static func load(file path: String, bytesMax: Int) throws(FabricError) -> OfferCatalog {
         let field = "catalog.file"
-        let size: Int
-        do {
-            let attributes = try FileManager.default.attributesOfItem(atPath: path)
-            size = (attributes[.size] as? NSNumber)?.intValue ?? 0
-        } catch {
-            throw FabricError(.invalidArgument, "\(path): cannot read the catalog file: \(error.localizedDescription)",
-                field: field)
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw FabricError(.invalidArgument, "\(path): cannot open the catalog file", field: field)
         }
-        guard size <= fileBytesMax else {
-            throw FabricError(
-                .invalidArgument, "\(path): catalog file is \(size) bytes, over the limit of \(fileBytesMax)",
-                field: field)
-        }
+        defer { try? handle.close() }
         let data: Data
         do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
+            // One byte past the limit tells an oversized file without reading all of it.
+            data = try handle.read(upToCount: bytesMax + 1) ?? Data()
         } catch {
-            throw FabricError(.invalidArgument, "\(path): cannot read the catalog file: \(error.localizedDescription)",
+            throw FabricError(
+                .invalidArgument, "\(path): cannot read the catalog file: \(error.localizedDescription)",
                 field: field)
+        }
+        guard data.count <= bytesMax else {
+            throw FabricError(
+                .invalidArgument, "\(path): catalog file is larger than the limit of \(bytesMax) bytes", field: field)
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw FabricError(.invalidArgument, "\(path): catalog file is not UTF-8 text", field: field)
@@ -87,9 +88,9 @@ public struct OfferCatalog: Sendable, Hashable {
         var seen: [String: Int] = [:]  // provider/region/machine type -> line, to reject duplicates
         var sawHeader = false
         var lineNumber = 0
-        for rawLine in csv.split(separator: "\n", omittingEmptySubsequences: false) {
+        // `\r\n` is one Character in Swift, and a newline: line ends may be LF or CRLF.
+        for line in csv.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
             lineNumber += 1
-            let line = rawLine.last == "\r" ? rawLine.dropLast() : rawLine
             if line.allSatisfy({ $0 == " " || $0 == "\t" }) || line.first == "#" { continue }
             let fields: [String]
             do {
@@ -173,7 +174,8 @@ public struct OfferCatalog: Sendable, Hashable {
         }
         guard let oldest, let newest else { return nil }
         func since(_ ms: Int64) -> Duration { max(.zero, now.since(Timestamp(millisecondsSinceEpoch: ms))) }
-        return CatalogAge(oldestAsOf: oldest.date, newestAsOf: newest.date, oldest: since(oldest.ms),
+        return CatalogAge(
+            oldestAsOf: oldest.date, newestAsOf: newest.date, oldest: since(oldest.ms),
             newest: since(newest.ms))
     }
 
