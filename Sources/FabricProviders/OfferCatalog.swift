@@ -88,8 +88,10 @@ public struct OfferCatalog: Sendable, Hashable {
         var seen: [String: Int] = [:]  // provider/region/machine type -> line, to reject duplicates
         var sawHeader = false
         var lineNumber = 0
+        // A leading byte-order mark (spreadsheet exports) is not part of the header.
+        let text = csv.first == "\u{FEFF}" ? csv.dropFirst() : Substring(csv)
         // `\r\n` is one Character in Swift, and a newline: line ends may be LF or CRLF.
-        for line in csv.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
+        for line in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
             lineNumber += 1
             if line.allSatisfy({ $0 == " " || $0 == "\t" }) || line.first == "#" { continue }
             let fields: [String]

@@ -48,6 +48,8 @@ func day(_ date: String) -> Timestamp {
         let c = try OfferCatalog.parse(csv: sampleCSV.replacingOccurrences(of: "\n", with: "\r\n"), origin: "crlf")
         #expect(c.offers.count == 6)
         #expect(c.offers[5].asOf == "2025-02-01")
+        let bom = try OfferCatalog.parse(csv: "\u{FEFF}" + sampleCSV, origin: "bom")
+        #expect(bom.offers == c.offers)
     }
 
     /// Each case: the CSV, then the expected message prefix (`origin:line: column N name`) and error field.
