@@ -143,8 +143,8 @@ extension SettingCodec where Value == String {
                 if text.isEmpty, allowsEmpty { return text }
                 guard SettingText.isDNSLabel(text) else {
                     throw SettingValueError(
-                        "expected a name of 1 to \(SettingsLimits.dnsLabelLengthMax) lower-case letters, digits or '-', "
-                            + "starting and ending with a letter or digit")
+                        "expected a name of 1 to \(SettingsLimits.dnsLabelLengthMax) lower-case letters, "
+                            + "digits or '-', starting and ending with a letter or digit")
                 }
                 return text
             }, render: { $0 })
@@ -251,8 +251,9 @@ extension SettingCodec where Value == Double {
                     value.isFinite
                 else { throw SettingValueError("expected a number") }
                 guard range.contains(value) else {
-                    throw SettingValueError(
-                        "must be between \(SettingText.number(range.lowerBound)) and \(SettingText.number(range.upperBound))")
+                    let low = SettingText.number(range.lowerBound)
+                    let high = SettingText.number(range.upperBound)
+                    throw SettingValueError("must be between \(low) and \(high)")
                 }
                 return value
             }, render: { SettingText.number($0) })
@@ -353,7 +354,8 @@ extension SettingCodec where Value == [String] {
                 case .map: throw SettingValueError("expected a list, not a map")
                 }
                 guard items.count <= SettingsLimits.listEntriesMax else {
-                    throw SettingValueError("has \(items.count) entries, at most \(SettingsLimits.listEntriesMax) allowed")
+                    throw SettingValueError(
+                        "has \(items.count) entries, at most \(SettingsLimits.listEntriesMax) allowed")
                 }
                 for item in items {
                     try SettingText.checkLength(item, max: SettingsLimits.stringLengthMax, allowsEmpty: true)

@@ -118,7 +118,7 @@ public enum SettingsLoader {
             }
             guard argument.hasPrefix("--"), argument.count > 2 else {
                 let message =
-                    argument.hasPrefix("-")
+                    argument.hasPrefix("-") && argument != "--"
                     ? "unknown flag \"\(argument)\" (from command line); flags start with --, see --help"
                     : "unexpected argument \"\(argument)\" (from command line); settings are given as --flags"
                 scan.problems.append(.init(.unexpectedArgument, key: argument, source: .commandLine, message: message))
@@ -149,6 +149,8 @@ public enum SettingsLoader {
                     .init(
                         .unknownSetting, key: name, source: .commandLine,
                         message: "unknown flag \"\(name)\" (from command line)\(suggestion)"))
+                // Its value, if it has one, is not a second problem.
+                if inline == nil, i + 1 < arguments.count, !arguments[i + 1].hasPrefix("-") { i += 1 }
                 continue
             }
             let source = SettingSource.flag(name: name)
@@ -166,7 +168,8 @@ public enum SettingsLoader {
                 scan.problems.append(
                     .init(
                         .missingValue, key: descriptor.key, source: source,
-                        message: "missing value for \(descriptor.key) (from \(source)): expected \(descriptor.typeName)"))
+                        message: "missing value for \(descriptor.key) (from \(source)): "
+                            + "expected a value (\(descriptor.typeName))"))
                 continue
             }
             scan.assignments.append(Assignment(descriptor: descriptor, value: .text(text), source: source))
@@ -226,7 +229,8 @@ public enum SettingsLoader {
             root = try YAMLReader.parse(bytes)
         } catch {
             let at = SettingSource.configFile(path: path, line: error.line, column: error.column)
-            let message = "invalid YAML in config file \(path) line \(error.line) column \(error.column): "
+            let message =
+                "invalid YAML in config file \(path) line \(error.line) column \(error.column): "
                 + error.message
             return ([], [.init(.configFileSyntax, key: nil, source: at, message: message)])
         }
@@ -273,7 +277,8 @@ public enum SettingsLoader {
                     problems.append(
                         .init(
                             .duplicateSetting, key: key, source: source(entry.key),
-                            message: "duplicate setting \"\(key)\" (from \(source(entry.key))); first set on line \(first)"))
+                            message:
+                                "duplicate setting \"\(key)\" (from \(source(entry.key))); first set on line \(first)"))
                     continue
                 }
                 if let descriptor = SettingsSchema.descriptor(forKey: key) {

@@ -86,7 +86,8 @@ public enum SettingsSchema {
     /// Every setting, grouped by section in the order help prints them.
     public static let all: [SettingDescriptor] = [
         .init("server.address", \S.server.address, .address, "Address the HTTP API listens on, host:port or :port."),
-        .init("server.threads", \S.server.threads, .int(SettingsLimits.serverThreads), "Threads serving HTTP requests."),
+        .init(
+            "server.threads", \S.server.threads, .int(SettingsLimits.serverThreads), "Threads serving HTTP requests."),
         .init(
             "server.body_bytes_max", \S.server.bodyBytesMax, .bytes(SettingsLimits.serverBodyBytes),
             "Largest request body accepted."),
@@ -111,7 +112,8 @@ public enum SettingsSchema {
             "database.pool_size", \S.database.poolSize, .int(SettingsLimits.databasePoolSize),
             "PostgreSQL connections kept open."),
 
-        .init("nats.url", \S.nats.url, .url(schemes: ["nats", "tls"]), "NATS server URL; empty means in-process events."),
+        .init(
+            "nats.url", \S.nats.url, .url(schemes: ["nats", "tls"]), "NATS server URL; empty means in-process events."),
 
         .init(
             "scheduler.retry_interval", \S.scheduler.retryInterval,
@@ -147,7 +149,8 @@ public enum SettingsSchema {
             "providers.k8s.enabled", \S.providers.k8s.enabled, .bool, "Place workloads on a Kubernetes cluster.",
             aliases: ["k8s-enabled"]),
         .init("providers.k8s.namespace", \S.providers.k8s.namespace, .name(), "Kubernetes namespace for workloads."),
-        .init("providers.k8s.kubeconfig", \S.providers.k8s.kubeconfig, .path(), "Kubeconfig file; empty means default."),
+        .init(
+            "providers.k8s.kubeconfig", \S.providers.k8s.kubeconfig, .path(), "Kubeconfig file; empty means default."),
         .init(
             "providers.k8s.endpoint", \S.providers.k8s.endpoint, .url(schemes: ["http", "https"]),
             "Kubernetes API server URL, overriding the kubeconfig."),
