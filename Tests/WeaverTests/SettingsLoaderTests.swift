@@ -112,6 +112,14 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(s.providers.k8s.namespace == "ml")
     }
 
+    @Test func aBareBooleansFollowingWordIsItsValue() throws {
+        let error = try #require(loadError(["--node-enabled", "maybe"]))
+        #expect(
+            error.message
+                == "invalid value \"maybe\" for node.enabled (from flag --node-enabled): expected true, false, yes, no, 1 or 0"
+        )
+    }
+
     @Test func legacyFlagOverridesEnvironment() throws {
         let s = try loadSettings(
             ["--providers-k-8-s-enabled=false"], env: ["FABRIC_PROVIDERS_K8S_ENABLED": "true"])

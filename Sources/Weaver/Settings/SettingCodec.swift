@@ -57,13 +57,13 @@ public enum SettingsLimits {
 }
 
 /// How one type of setting value is parsed, checked and printed.
-public struct SettingCodec<Value: Sendable>: Sendable {
+struct SettingCodec<Value: Sendable>: Sendable {
     /// The type as help shows it: `int 1..256`, `duration`, `debug|info|warn|error`.
-    public let typeName: String
+    let typeName: String
     /// Whether the value is a credential: never printed, never quoted in errors.
-    public let isSecret: Bool
+    let isSecret: Bool
     /// Whether a bare flag (`--node-enabled`) means true.
-    public let isBool: Bool
+    let isBool: Bool
     let parseRaw: @Sendable (RawSettingValue) throws(SettingValueError) -> Value
     let renderValue: @Sendable (Value) -> String
     let redactText: @Sendable (String) -> String
@@ -83,13 +83,13 @@ public struct SettingCodec<Value: Sendable>: Sendable {
     }
 
     /// Parses and checks a raw value.
-    public func parse(_ raw: RawSettingValue) throws(SettingValueError) -> Value { try parseRaw(raw) }
+    func parse(_ raw: RawSettingValue) throws(SettingValueError) -> Value { try parseRaw(raw) }
 
     /// The value as a user would write it in a flag; parsing it gives the value back.
-    public func render(_ value: Value) -> String { renderValue(value) }
+    func render(_ value: Value) -> String { renderValue(value) }
 
     /// The value for logs: secrets as `****` when set, passwords inside URLs masked.
-    public func redacted(_ value: Value) -> String {
+    func redacted(_ value: Value) -> String {
         let text = renderValue(value)
         if isSecret { return text.isEmpty ? "" : Settings.Secret.mask }
         return redactText(text)

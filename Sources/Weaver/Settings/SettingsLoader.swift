@@ -156,8 +156,9 @@ public enum SettingsLoader {
             let source = SettingSource.flag(name: name)
             var value = inline
             if value == nil, descriptor.isBool {
-                // A bare boolean flag means true; a following true/false/yes/no/1/0 is its value.
-                if i + 1 < arguments.count, SettingText.parseBool(arguments[i + 1]) != nil {
+                // A bare boolean flag means true. Weaver takes no positional arguments, so a following word that
+                // is not a flag is this flag's value (and an invalid one unless true/false/yes/no/1/0).
+                if i + 1 < arguments.count, !arguments[i + 1].hasPrefix("-") {
                     i += 1
                     value = arguments[i]
                 } else {
@@ -268,7 +269,7 @@ public enum SettingsLoader {
                 guard case .scalar(let name, isNull: false) = entry.key.kind, !name.isEmpty else {
                     problems.append(
                         .init(
-                            .invalidValue, key: section, source: source(entry.key),
+                            .invalidValue, key: section.isEmpty ? nil : section, source: source(entry.key),
                             message: "invalid key (from \(source(entry.key))): expected a setting name"))
                     continue
                 }
