@@ -116,8 +116,8 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         let error = try #require(loadError(["--node-enabled", "maybe"]))
         #expect(
             error.message
-                == "invalid value \"maybe\" for node.enabled (from flag --node-enabled): expected true, false, yes, no, 1 or 0"
-        )
+                == "invalid value \"maybe\" for node.enabled (from flag --node-enabled): "
+                + "expected true, false, yes, no, 1 or 0")
     }
 
     @Test func legacyFlagOverridesEnvironment() throws {
