@@ -140,12 +140,17 @@ public final class PostgresStore: StateStore {
     /// Every stored node, by ID.
     public func nodes() async throws(FabricError) -> [NodeInfo] {
         let docs = try await read { (db: PostgresConnection) throws(FabricError) in try StoreQueries.nodeDocuments(db) }
-        return try StoreQueries.decodeAll(NodeInfo.self, docs)
+        return try StoreQueries.decodeNodes(docs)
     }
 
     /// The latest applied migration.
     public func schemaVersion() async throws(FabricError) -> Int {
         try await read { (db: PostgresConnection) throws(FabricError) in try StoreQueries.schemaVersion(db) }
+    }
+
+    /// Every applied migration version (for tests).
+    func appliedMigrations() async throws(FabricError) -> [Int] {
+        try await read { (db: PostgresConnection) throws(FabricError) in try StoreQueries.appliedMigrations(db) }
     }
 
     /// Finishes queued operations and closes every connection; later calls fail with `.unavailable`.

@@ -111,12 +111,17 @@ public final class SQLiteStore: StateStore {
         let docs = try await readers.run { (db: SQLiteConnection) throws(FabricError) in
             try StoreQueries.nodeDocuments(db)
         }
-        return try StoreQueries.decodeAll(NodeInfo.self, docs)
+        return try StoreQueries.decodeNodes(docs)
     }
 
     /// The latest applied migration.
     public func schemaVersion() async throws(FabricError) -> Int {
         try await readers.run { (db: SQLiteConnection) throws(FabricError) in try StoreQueries.schemaVersion(db) }
+    }
+
+    /// Every applied migration version (for tests).
+    func appliedMigrations() async throws(FabricError) -> [Int] {
+        try await readers.run { (db: SQLiteConnection) throws(FabricError) in try StoreQueries.appliedMigrations(db) }
     }
 
     /// Finishes queued operations, closes every connection; later calls fail with `.unavailable`.

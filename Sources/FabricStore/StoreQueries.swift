@@ -142,6 +142,15 @@ enum StoreQueries {
         return Int(version ?? 0)
     }
 
+    /// Every applied migration version, ascending (tests check that reopening applies nothing twice).
+    static func appliedMigrations<C: SQLConnection>(_ db: C) throws(FabricError) -> [Int] {
+        var versions: [Int] = []
+        try db.query("SELECT version FROM schema_migrations ORDER BY version", []) {
+            (r: C.Row) throws(FabricError) in versions.append(Int(try r.int64(0)))
+        }
+        return versions
+    }
+
     private static func insertLabels<C: SQLConnection>(_ db: C, _ row: WorkloadRow) throws(FabricError) {
         for label in row.labels {
             try db.execute(
@@ -156,6 +165,14 @@ enum StoreQueries {
         try db.execute(
             "INSERT INTO workload_events (workload_id, seq, at, doc) VALUES ($1, $2, $3, $4)",
             [.text(workloadID), .int(seq), .int(at), .json(doc)])
+    }
+
+    /// Decodes node documents on the caller's task (through `NodeDocument`, which accepts zero resources).
+    static func decodeNodes(_ docs: [Data]) throws(FabricError) -> [NodeInfo] {
+        var out: [NodeInfo] = []
+        out.reserveCapacity(docs.count)
+        for doc in docs { out.append(try NodeDocument.decode(doc)) }
+        return out
     }
 
     /// Decodes documents on the caller's task.
