@@ -14,6 +14,11 @@ struct MHD_Daemon *fabric_mhd_start(const fabric_mhd_options *o,
                             MHD_OPTION_END);
 }
 
+uint16_t fabric_mhd_bound_port(struct MHD_Daemon *daemon) {
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
+    return info == NULL ? 0 : info->port;
+}
+
 int fabric_sqlite_bind_text(sqlite3_stmt *stmt, int index, const char *text, int length) {
     return sqlite3_bind_text(stmt, index, text, length, SQLITE_TRANSIENT);
 }

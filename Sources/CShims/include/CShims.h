@@ -25,6 +25,17 @@ struct MHD_Daemon *fabric_mhd_start(const fabric_mhd_options *opts,
                                     MHD_AccessHandlerCallback handler, void *handler_cls,
                                     MHD_RequestCompletedCallback completed, void *completed_cls);
 
+/// The daemon flags of Fabric's HTTP server and of its benchmark twin: a pool of internal poll() threads whose
+/// connections may be suspended while an async handler runs (suspend/resume implies the ITC wake-up channel).
+/// poll, not epoll: with libmicrohttpd 0.9.75's edge-triggered epoll, a client that sends part of a body and
+/// closes at once is only noticed at the connection timeout; poll notices at once, at the same throughput here.
+static inline unsigned int fabric_mhd_pool_flags(void) {
+    return MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
+}
+
+/// The port a started daemon listens on (the real one after binding port 0), or 0 when unknown.
+uint16_t fabric_mhd_bound_port(struct MHD_Daemon *daemon);
+
 /// sqlite3_bind_text / _blob with SQLITE_TRANSIENT (a macro Swift cannot import).
 int fabric_sqlite_bind_text(sqlite3_stmt *stmt, int index, const char *text, int length);
 int fabric_sqlite_bind_blob(sqlite3_stmt *stmt, int index, const void *data, int length);

@@ -1,2 +1,0 @@
-// HTTP server on libmicrohttpd, router, request/response, JSON errors.
-import FabricCore
