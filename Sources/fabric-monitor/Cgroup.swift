@@ -75,7 +75,8 @@ func enterCgroup(controller: String, name: String, knobs: [(String, String)], lo
         if let error = writeKnob(path + "/" + knob, value) {
             // memsw exists only with swap accounting; everything else is required.
             if knob.hasPrefix("memory.memsw.") { continue }
-            log.note("cgroup \(controller): cannot write \(knob)=\(value): \(errnoText(error)); running without a limit")
+            log.note(
+                "cgroup \(controller): cannot write \(knob)=\(value): \(errnoText(error)); running without a limit")
             leaveCgroup(&group, log: log)
             return nil
         }

@@ -100,8 +100,9 @@ func runMonitor(_ options: Options) -> Int32 {
         return 1
     }
     let log = MonitorLog(fd: logFD)
-    log.note("monitor pid=\(getpid()) program=\(options.program[0]) args=\(options.program.count - 1)"
-        + " log-bytes-max=\(options.logBytesMax) subreaper=\(subreaper)")
+    log.note(
+        "monitor pid=\(getpid()) program=\(options.program[0]) args=\(options.program.count - 1)"
+            + " log-bytes-max=\(options.logBytesMax) subreaper=\(subreaper)")
 
     func fail(_ code: Int32, _ message: String) -> Int32 {
         log.note("cannot start: \(message)")
@@ -318,7 +319,8 @@ func spawnWorkload(_ argv: [String], stdout: Int32, stderr: Int32) -> Result<pid
             SpawnFailure(code: exitCodeNotFound, message: "program \"\(program)\" not found in PATH \(path)"))
     case EACCES, EPERM:
         return .failure(
-            SpawnFailure(code: exitCodeCannotRun, message: "program \"\(program)\" is not executable (permission denied)"))
+            SpawnFailure(
+                code: exitCodeCannotRun, message: "program \"\(program)\" is not executable (permission denied)"))
     case ENOEXEC:
         return .failure(
             SpawnFailure(code: exitCodeCannotRun, message: "program \"\(program)\" is not in an executable format"))
