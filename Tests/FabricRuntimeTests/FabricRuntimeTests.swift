@@ -67,17 +67,21 @@ func monitorState(_ runtime: ProcessRuntime, _ id: String) -> MonitorState? {
     runtime.currentAttempt(id)?.readState()
 }
 
-/// Whether this process may create memory cgroups (cgroup v1): its own memory cgroup folder is writable (root here).
-let memoryCgroupWritable: Bool = {
-    guard let text = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return false }
+/// Whether this process may create cgroups of a v1 controller: its own cgroup folder there is writable (root here).
+func cgroupWritable(_ controller: String) -> Bool {
+    ownCgroup(controller).map { access("/sys/fs/cgroup/\(controller)" + $0, W_OK) == 0 } ?? false
+}
+
+/// This process's cgroup path for a v1 controller ("" for the root), from /proc/self/cgroup.
+func ownCgroup(_ controller: String) -> String? {
+    guard let text = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
     for line in text.split(separator: "\n") {
         let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count == 3, parts[1].split(separator: ",").contains("memory") else { continue }
-        let own = parts[2] == "/" ? "" : String(parts[2])
-        return access("/sys/fs/cgroup/memory" + own, W_OK) == 0
+        guard parts.count == 3, parts[1].split(separator: ",").contains(Substring(controller)) else { continue }
+        return parts[2] == "/" ? "" : String(parts[2])
     }
-    return false
-}()
+    return nil
+}
 
 @Suite("ProcessRuntime: start, exit, logs")
 struct StartAndExitTests {
@@ -146,10 +150,37 @@ struct StartAndExitTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try await runtime.start(
             run(
-                "env", sh("echo \"$GREETING\"; pwd; echo \"$EMPTY|\"; command -v sh >/dev/null && echo has-path"),
+                "env", sh("echo \"$GREETING\"; pwd; echo \"$EMPTY|\"; echo \"$PATH\""),
                 env: ["GREETING": "hello fabric", "EMPTY": ""], workingDir: dir))
         #expect(await runtime.waitForExit(workloadID: "env") == .exited(code: 0))
-        #expect(try await logText(runtime, "env") == "hello fabric\n\(dir)\n|\nhas-path\n")
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ProcessRuntime.Limits.defaultPath
+        #expect(try await logText(runtime, "env") == "hello fabric\n\(dir)\n|\n\(path)\n")
+    }
+
+    @Test("a missing monitor executable, or one that exits without a record, makes start throw")
+    func brokenMonitor() async throws {
+        let box = Sandbox()
+        let missing = ProcessRuntime(root: box.root, monitorPath: "/nonexistent/fabric-monitor", logBytesMax: 4096)
+        let error = await #expect(throws: FabricError.self) { try await missing.start(run("m", ["true"])) }
+        #expect(error?.code == .failedPrecondition)
+        #expect(error?.message.contains("/nonexistent/fabric-monitor") == true)
+
+        let silent = ProcessRuntime(root: box.root, monitorPath: "/bin/true", logBytesMax: 4096)
+        let silentError = await #expect(throws: FabricError.self) { try await silent.start(run("s", ["true"])) }
+        #expect(silentError?.code == .internalError)
+        #expect(silentError?.message.contains("exited before starting true") == true)
+        guard case .missing = await silent.recover(workloadID: "s") else {
+            Issue.record("expected .missing")
+            return
+        }
+    }
+
+    @Test("the default monitor is fabric-monitor beside the running executable")
+    func defaultMonitorPath() throws {
+        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let expected = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("fabric-monitor")
+        #expect(ProcessRuntime.defaultMonitorPath() == expected.path)
+        #expect(access(ProcessRuntime.defaultMonitorPath(), X_OK) == 0)
     }
 
     @Test("invalid requests are refused before anything runs")
@@ -412,7 +443,7 @@ struct RecoveryTests {
 
 @Suite("ProcessRuntime: cgroup limits")
 struct CgroupTests {
-    @Test("a workload over its 32Mi memory limit is killed with SIGKILL", .enabled(if: memoryCgroupWritable))
+    @Test("a workload over its 32Mi memory limit is killed with SIGKILL", .enabled(if: cgroupWritable("memory")))
     func memoryLimitKills() async throws {
         let box = Sandbox()
         let runtime = box.runtime()
@@ -431,16 +462,30 @@ struct CgroupTests {
         #expect(monitorLog.contains("/fabric/\(name) "))
     }
 
-    @Test("the same workload under its limit runs to the end", .enabled(if: memoryCgroupWritable))
+    @Test("the same workload under its limit runs to the end", .enabled(if: cgroupWritable("memory")))
     func underLimitRuns() async throws {
         let box = Sandbox()
         let runtime = box.runtime()
         try await runtime.start(
             run(
-                "small", sh("a=$(head -c 1000000 /dev/zero | tr '\\000' x); echo ${#a}"),
+                "small",
+                sh(
+                    "a=$(head -c 1000000 /dev/zero | tr '\\000' x); echo ${#a}; grep -E ':(memory|cpu):' /proc/self/cgroup"
+                ),
                 resources: Resources(cpuMillis: 500, memoryBytes: 64 << 20)))
         #expect(await runtime.waitForExit(workloadID: "small") == .exited(code: 0))
-        #expect(try await logText(runtime, "small") == "1000000\n")
+        let lines = try await logText(runtime, "small").split(separator: "\n")
+        let name = "small-0-\(runtime.cgroupSuffix)"
+        #expect(lines.first == "1000000")
+        #expect(lines.contains { $0.contains(":memory:") && $0.hasSuffix("/fabric/\(name)") })
+        if cgroupWritable("cpu") {
+            #expect(lines.contains { $0.contains(":cpu:") && $0.hasSuffix("/fabric/\(name)") })
+            let monitorLog = try String(contentsOfFile: runtime.currentAttempt("small")!.monitorLog, encoding: .utf8)
+            #expect(monitorLog.contains("cpu.cfs_period_us=100000 cpu.cfs_quota_us=50000"))
+        }
+        // The workload's cgroup is removed once it has ended.
+        let own = try #require(ownCgroup("memory"))
+        #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory\(own)/fabric/\(name)"))
     }
 
     @Test("without limits enforcement no cgroup is made")
