@@ -48,6 +48,7 @@ public final class ProcessRuntime: WorkloadRuntime {
     /// The file name of the monitor executable.
     public static let monitorExecutableName = "fabric-monitor"
 
+    /// Always `.process`.
     public let kind: RuntimeKind = .process
     /// The folder holding one folder per workload.
     public let root: String
@@ -114,6 +115,8 @@ public final class ProcessRuntime: WorkloadRuntime {
             outputPath: paths.monitorLog)
         // The monitor is our child until it exits: reap it, whoever waits for the workload.
         Task.detached { _ = await Posix.reap(pid, interval: Limits.reapInterval) }
+        // With its start time, a monitor reaped meanwhile is never confused with a process that reused its pid.
+        let monitorStartTime = Posix.procStat(pid)?.startTime ?? 0
 
         let deadline = ContinuousClock.now + Limits.startTimeout
         while true {
@@ -122,8 +125,7 @@ public final class ProcessRuntime: WorkloadRuntime {
                 return
             }
             if paths.readState() != nil { return }
-            let monitor = Posix.procStat(pid)
-            if monitor == nil || monitor!.isDead {
+            if !Posix.isRunning(pid: pid, startTime: monitorStartTime) {
                 // Re-read once: it may have written its record just before exiting.
                 if paths.readExit() != nil || paths.readState() != nil { continue }
                 throw FabricError(

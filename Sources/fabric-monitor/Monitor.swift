@@ -2,13 +2,14 @@
 //
 //   start ─► setsid, close inherited fds, ignore HUP/PIPE/TERM/INT, subreaper
 //         ─► chdir(workdir) ─► cgroups ─► posix_spawnp ──fail──► exit.json {code 126|127, error}
+//                                              │ oom_score_adj -1000 (the monitor only)
 //                                              │
 //                                              ▼
 //                                        state.json ─► poll(pipes, SIGCHLD self-pipe) ─► output.log (rotating)
 //                                              │
 //                                 workload exits (waitpid)
 //                                              ▼
-//             SIGKILL what is left of its group ─► drain pipes ─► exit.json {code|signal} ─► rmdir cgroups
+//             SIGKILL what is left of its group ─► drain pipes ─► rmdir cgroups ─► exit.json {code|signal}
 import Glibc
 
 /// Bytes read from a pipe at a time.
@@ -20,6 +21,8 @@ let groupDrainStepMillis: Int32 = 10
 /// PR_SET_CHILD_SUBREAPER from <linux/prctl.h>: orphaned grandchildren are reparented to the monitor, which reaps
 /// them (PID 1 may not).
 let prSetChildSubreaper: Int32 = 36
+/// The monitor's own OOM score adjustment (OOM_SCORE_ADJ_MIN: never chosen by the OOM killer). Needs root.
+let monitorOOMScoreAdj = -1000
 /// Exit code for a program that was not found (as shells use it).
 let exitCodeNotFound: Int32 = 127
 /// Exit code for a program that was found but could not be run, or a bad working directory.
@@ -162,6 +165,11 @@ func runMonitor(_ options: Options) -> Int32 {
         return fail(e.code, e.message)
     case .success(let p): pid = p
     }
+    // Now that the workload has its own copy of our OOM score, make the monitor the OOM killer's last choice: in
+    // the workload's memory cgroup, a workload of many small processes would otherwise lose its monitor first.
+    if let error = writeKnob("/proc/self/oom_score_adj", String(monitorOOMScoreAdj)) {
+        log.note("cannot set oom_score_adj=\(monitorOOMScoreAdj): \(errnoText(error))")
+    }
     // posix_spawn returns after the child's exec (glibc uses CLONE_VFORK), so its group and stat are in place.
     let childStat = procStat(pid)
     let pgid = childStat?.pgid ?? pid
@@ -248,15 +256,16 @@ func runMonitor(_ options: Options) -> Int32 {
         close(fds[i].fd)
     }
     output.close()
-
-    let (code, sig) = decodeWaitStatus(status ?? (SIGKILL))
+    let (code, sig) = decodeWaitStatus(status ?? SIGKILL)
+    log.note("workload pid=\(pid) ended " + (code.map { "code=\($0)" } ?? "signal=\(sig ?? SIGKILL)"))
+    // Clean up before the record: once exit.json exists, nothing of the attempt is left but its files.
+    leaveCgroups()
+    reapAll()
     let ending = code.map { "\"code\":\($0)" } ?? "\"signal\":\(sig ?? SIGKILL)"
     if !writeFileAtomically(dir + "/exit.json", "{\(ending),\"finishedAtMs\":\(wallMillis())}\n") {
         log.note("cannot write exit.json: \(errnoText(errno))")
+        return 1
     }
-    log.note("workload pid=\(pid) ended " + (code.map { "code=\($0)" } ?? "signal=\(sig ?? SIGKILL)"))
-    leaveCgroups()
-    reapAll()
     return 0
 }
 

@@ -67,6 +67,16 @@ func monitorState(_ runtime: ProcessRuntime, _ id: String) -> MonitorState? {
     runtime.currentAttempt(id)?.readState()
 }
 
+/// Whether this process holds CAP_SYS_RESOURCE (needed to lower an OOM score), from /proc/self/status.
+func hasCapSysResource() -> Bool {
+    let capSysResource = 24
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+        let mask = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+    else { return false }
+    return mask & (1 << capSysResource) != 0
+}
+
 /// Whether this process may create cgroups of a v1 controller: its own cgroup folder there is writable (root here).
 func cgroupWritable(_ controller: String) -> Bool {
     ownCgroup(controller).map { access("/sys/fs/cgroup/\(controller)" + $0, W_OK) == 0 } ?? false
@@ -304,6 +314,18 @@ struct StopTests {
         #expect(getpgid(state.monitorPid) == state.monitorPid)
         #expect(getpgid(state.pid) == state.pid)
         #expect(state.pgid != getpgrp())
+        // Only the monitor is shielded from the OOM killer; the workload keeps the score it inherited.
+        func oomScoreAdj(_ pid: Int32) -> String? {
+            (try? String(contentsOfFile: "/proc/\(pid)/oom_score_adj", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if hasCapSysResource() {
+            #expect(oomScoreAdj(state.monitorPid) == "-1000")
+        } else {
+            let monitorLog = try String(contentsOfFile: runtime.currentAttempt("detached")!.monitorLog, encoding: .utf8)
+            #expect(monitorLog.contains("cannot set oom_score_adj=-1000"))
+        }
+        #expect(oomScoreAdj(state.pid) == oomScoreAdj(getpid()))
         let status = try String(contentsOfFile: "/proc/\(state.monitorPid)/status", encoding: .utf8)
         let anonKiB = status.split(separator: "\n").first { $0.hasPrefix("RssAnon:") }
             .flatMap { Int($0.split(separator: " ")[1]) }
@@ -451,6 +473,8 @@ struct CgroupTests {
         try await runtime.start(
             run("hog", sh("a=$(head -c 200000000 /dev/zero | tr '\\000' x); echo survived"), resources: limits))
         #expect(await runtime.waitForExit(workloadID: "hog") == .signaled(signal: SIGKILL))
+        // The monitor recorded it (a lost monitor would also read as SIGKILL in waitForExit).
+        #expect(await runtime.recover(workloadID: "hog") == .exited(.signaled(signal: SIGKILL)))
         #expect(try await logText(runtime, "hog") == "")
         let paths = try #require(runtime.currentAttempt("hog"))
         let monitorLog = try String(contentsOfFile: paths.monitorLog, encoding: .utf8)
