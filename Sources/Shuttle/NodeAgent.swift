@@ -88,14 +88,18 @@ public actor NodeAgent {
         return state
     }
 
-    /// Stops a workload: SIGTERM to its process group, SIGKILL after `grace`. Returns once it is gone.
-    public func stop(workloadID: String, attempt: Int, kind: RuntimeKind, grace: Duration) async {
+    /// Stops a workload: SIGTERM to its process group, SIGKILL after `grace`. Returns once it is gone, with how
+    /// it ended when it had started (nil when it never did).
+    @discardableResult
+    public func stop(workloadID: String, attempt: Int, kind: RuntimeKind, grace: Duration) async -> ExitStatus? {
         if watching[workloadID] != attempt {
             if cancelled.count >= Self.cancelledMax { cancelled.removeAll() }
             cancelled.insert("\(workloadID)#\(attempt)")
         }
-        guard let runtime = runtimes[kind] else { return }
+        guard let runtime = runtimes[kind] else { return nil }
         await runtime.stop(workloadID: workloadID, grace: grace)
+        if case .exited(let status) = await runtime.recover(workloadID: workloadID) { return status }
+        return nil
     }
 
     /// The tail of a workload's combined output.

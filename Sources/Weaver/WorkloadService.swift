@@ -462,8 +462,9 @@ public actor WorkloadService {
         guard let agent = agents[nodeID], let w = active[id] else { return }
         let grace = options.stopGrace
         Task { [weak self] in
-            await agent.stop(workloadID: id, attempt: w.status.attempts, kind: w.spec.runtimeKind, grace: grace)
-            await self?.finishDeletion(id, status: nil)
+            let status = await agent.stop(
+                workloadID: id, attempt: w.status.attempts, kind: w.spec.runtimeKind, grace: grace)
+            await self?.finishDeletion(id, status: status)
         }
     }
 
