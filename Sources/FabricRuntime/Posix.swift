@@ -138,6 +138,14 @@ enum Posix {
         return !stat.isDead && (startTime == 0 || stat.startTime == startTime)
     }
 
+    /// Reaps `pid` now if it is a zombie child of this process (a no-op for anyone else's process): the background
+    /// reaper polls, and a short-lived caller could otherwise exit first and leave the zombie to init.
+    static func reapIfZombieChild(_ pid: Int32) {
+        guard pid > 0, procStat(pid)?.isDead == true else { return }
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, WNOHANG)
+    }
+
     /// posix_spawn_file_actions_addclosefrom_np (glibc 2.34+), hidden from Swift's Glibc module as a GNU extension.
     private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
     private static let addCloseFrom: AddCloseFrom? = {

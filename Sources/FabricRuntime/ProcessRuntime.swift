@@ -126,6 +126,7 @@ public final class ProcessRuntime: WorkloadRuntime {
             }
             if paths.readState() != nil { return }
             if !Posix.isRunning(pid: pid, startTime: monitorStartTime) {
+                Posix.reapIfZombieChild(pid)
                 // Re-read once: it may have written its record just before exiting.
                 if paths.readExit() != nil || paths.readState() != nil { continue }
                 throw FabricError(
@@ -206,13 +207,17 @@ public final class ProcessRuntime: WorkloadRuntime {
     /// What the records and /proc say about an attempt. A monitor that is gone without an exit record leaves an
     /// unsupervised workload behind (no logs, no exit status; weaver will start another attempt): it is killed.
     func inspect(_ paths: AttemptPaths) -> RecoveredState {
-        if let exit = paths.readExit() { return .exited(exit.status) }
+        if let exit = paths.readExit() {
+            if let state = paths.readState() { Posix.reapIfZombieChild(state.monitorPid) }
+            return .exited(exit.status)
+        }
         guard let state = paths.readState() else {
             return .missing(
                 reason: "attempt \(paths.attempt) of workload \(paths.workloadID) has no state.json: its monitor "
                     + "never reported a start")
         }
         if Posix.isRunning(pid: state.monitorPid, startTime: state.monitorStartTime) { return .running }
+        Posix.reapIfZombieChild(state.monitorPid)
         // The monitor may have written exit.json just before it exited.
         if let exit = paths.readExit() { return .exited(exit.status) }
         var reason = "monitor pid \(state.monitorPid) is gone and left no exit status"
