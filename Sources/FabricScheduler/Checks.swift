@@ -16,6 +16,23 @@ public enum Reason {
     public static let offerUnavailable = "offer-unavailable"
     public static let overMaxPrice = "over-max-price"
 
+    /// What each reason means, for messages a person reads.
+    public static let explanations: [String: String] = [
+        providerDisabled: "the provider is disabled in the settings",
+        providerNotAllowed: "placement.providers excludes it",
+        regionNotAllowed: "placement.regions excludes it",
+        nodeNotReady: "the node is not ready (suspect, lost, draining or deregistered)",
+        runtimeUnavailable: "no container runtime: images need containerd, which this node does not offer",
+        spotNotAllowed: "spot capacity, and placement.spot is never",
+        spotRequired: "on-demand capacity, and placement.spot is required",
+        gpuTypeMismatch: "a different GPU model",
+        insufficientGPU: "not enough free GPUs",
+        insufficientCPU: "not enough free CPU",
+        insufficientMemory: "not enough free memory",
+        offerUnavailable: "the offer recently failed with a capacity or quota error",
+        overMaxPrice: "costs more than placement.maxPricePerHour",
+    ]
+
     /// Every reason, for documentation and tests.
     public static let all = [
         providerDisabled, providerNotAllowed, regionNotAllowed, nodeNotReady, runtimeUnavailable, spotNotAllowed,

@@ -76,6 +76,8 @@ public actor WorkloadService {
     /// Pending workload IDs, oldest first.
     var pendingOrder: [String] = []
     var retryAfter: [String: Timestamp] = [:]
+    /// Workloads that just reached a final phase, kept until that write is stored, so reads see it at once.
+    var finishing: [String: Workload] = [:]
 
     var passRunning = false
     var passRequested = false
@@ -239,7 +241,7 @@ public actor WorkloadService {
 
     /// One workload: the in-memory state for unfinished ones, else the stored record.
     public func get(_ id: String) async throws -> Workload {
-        if let w = active[id] { return w }
+        if let w = active[id] ?? finishing[id] { return w }
         guard let w = try await store.workload(id: id) else { throw notFound(id) }
         return w
     }
@@ -505,8 +507,21 @@ public actor WorkloadService {
         let event = WorkloadEvent(
             workloadID: id, seq: 0, at: w.updatedAt, from: from, to: phase, reason: reason, message: message)
         active[id] = phase.isFinal ? nil : w
-        if phase.isFinal { retryAfter[id] = nil }
-        return persist.enqueue(.update(w, event))
+        let stored = persist.enqueue(.update(w, event))
+        if phase.isFinal {
+            retryAfter[id] = nil
+            finishing[id] = w
+            let version = w.version
+            Task { [weak self] in
+                _ = try? await stored.value()
+                await self?.stored(id, version: version)
+            }
+        }
+        return stored
+    }
+
+    func stored(_ id: String, version: Int) {
+        if finishing[id]?.version == version { finishing[id] = nil }
     }
 
     /// Changes a workload in memory without a phase change, and queues the write (no event).
@@ -540,6 +555,6 @@ public actor WorkloadService {
         if filtered.isEmpty { return "no node is registered" }
         return "no candidate fits: "
             + filtered.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
-            .map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+            .map { "\($0.value) \($0.key) (\(Reason.explanations[$0.key] ?? $0.key))" }.joined(separator: "; ")
     }
 }

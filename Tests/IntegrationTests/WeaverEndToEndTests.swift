@@ -194,6 +194,41 @@ import Testing
         #expect(maxAllocated > 0)
     }
 
+    @Test func unplaceableWorkloadsWaitWithReasonsAndRunWhenCapacityFrees() async throws {
+        let weaver = try WeaverProcess(args: ["--node-cpu", "1", "--node-memory", "1Gi", "--scheduler-retry-interval", "100ms"])
+        try await weaver.start()
+        defer { weaver.stop() }
+        let c = weaver.client
+        let image = try await c.post("/v1/workloads", #"{"name":"img","image":"busybox:1"}"#)
+        let big = try await c.post("/v1/workloads", #"{"name":"big","command":["true"],"resources":{"cpu":"2"}}"#)
+        let hog = try await c.post("/v1/workloads", #"{"name":"hog","command":["sleep","1"],"resources":{"cpu":"1"}}"#)
+        let next = try await c.post("/v1/workloads", #"{"name":"next","command":["true"],"resources":{"cpu":"1"}}"#)
+        let imageID = try #require(image.json["id"] as? String)
+        let bigID = try #require(big.json["id"] as? String)
+        let hogID = try #require(hog.json["id"] as? String)
+        let nextID = try #require(next.json["id"] as? String)
+
+        let waitingImage = try await c.waitFor(imageID) { status($0)["pendingReasons"] != nil }
+        #expect(phase(waitingImage) == "pending")
+        #expect(status(waitingImage)["pendingReasons"] as? [String: Int] == ["runtime-unavailable": 1])
+        #expect((status(waitingImage)["message"] as? String ?? "").contains("containerd"))
+        let waitingBig = try await c.waitFor(bigID) { status($0)["pendingReasons"] != nil }
+        #expect(status(waitingBig)["pendingReasons"] as? [String: Int] == ["insufficient-cpu": 1])
+
+        // `next` waits for `hog`'s CPU, then runs.
+        _ = try await c.waitFor(hogID) { phase($0) == "running" }
+        #expect(phase(try await c.get("/v1/workloads/\(nextID)").json) == "pending")
+        let ran = try await c.waitFor(nextID) { phase($0) == "succeeded" }
+        #expect(phase(ran) == "succeeded")
+
+        let sched = try await c.get("/v1/scheduler/status").json
+        #expect(sched["pending"] as? Int == 2)
+        let oldest = (sched["oldestPending"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+        #expect(oldest == [imageID, bigID])
+        for id in [imageID, bigID] { #expect(try await c.delete("/v1/workloads/\(id)").status == 200) }
+        #expect(try await c.get("/v1/scheduler/status").json["pending"] as? Int == 0)
+    }
+
     @Test(.enabled(if: ProcessInfo.processInfo.environment["FABRIC_TEST_DATABASE_URL"] != nil))
     func runsOnPostgreSQL() async throws {
         let url = ProcessInfo.processInfo.environment["FABRIC_TEST_DATABASE_URL"]!
