@@ -37,9 +37,9 @@ final class ConnectionPool<Connection: PooledConnection>: @unchecked Sendable {
 
     /// Starts `size` threads; each opens its connection with `open` (on that thread) and then serves jobs.
     /// - Throws: the first connection error; threads that did connect are stopped again.
-    init(name: String, size: Int, open: @escaping @Sendable () throws(FabricError) -> Connection) async throws(
-        FabricError
-    ) {
+    init(name: String, size: Int, open: @escaping @Sendable () throws(FabricError) -> Connection)
+        async throws(FabricError)
+    {
         precondition(size >= 1, "a pool needs at least one connection")
         self.name = name
         liveThreads = size

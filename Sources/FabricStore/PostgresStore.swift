@@ -178,7 +178,7 @@ public final class PostgresStore: StateStore {
             try db.ensureConnected()
             do throws(FabricError) {
                 return try body(db)
-            } catch where db.isBroken {
+            } catch  where db.isBroken {
                 try db.ensureConnected()
                 return try body(db)
             }
@@ -229,11 +229,13 @@ public final class PostgresStore: StateStore {
         let ok =
             !bytes.isEmpty && bytes.count <= 63 && !(bytes[0] >= UInt8(ascii: "0") && bytes[0] <= UInt8(ascii: "9"))
             && bytes.allSatisfy {
-                ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
+                ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z"))
+                    || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
                     || $0 == UInt8(ascii: "_")
             }
         guard ok else {
-            throw .invalid("schema", "a schema name is 1-63 lower-case letters, digits and _, not starting with a digit")
+            throw .invalid(
+                "schema", "a schema name is 1-63 lower-case letters, digits and _, not starting with a digit")
         }
     }
 

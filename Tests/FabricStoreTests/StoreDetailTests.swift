@@ -93,7 +93,9 @@ struct SQLiteStoreTests {
     @Test("bad paths and reader counts are refused; a file that is not a database is unavailable")
     func badOpen() async throws {
         await expectFabricError(.invalidArgument, field: "path") { _ = try await SQLiteStore(path: ":memory:") }
-        await expectFabricError(.invalidArgument, field: "readers") { _ = try await SQLiteStore(path: "/tmp/x.db", readers: 0) }
+        await expectFabricError(.invalidArgument, field: "readers") {
+            _ = try await SQLiteStore(path: "/tmp/x.db", readers: 0)
+        }
         let location = StoreLocation.fresh(.sqlite)
         let folder = (location.name as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
