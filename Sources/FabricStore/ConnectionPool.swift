@@ -82,6 +82,15 @@ final class ConnectionPool<Connection: PooledConnection>: @unchecked Sendable {
         return try result.get()
     }
 
+    /// Stops accepting jobs without waiting: the threads finish the queued jobs, close their connections and exit.
+    /// For `deinit`s, which cannot await; `shutdown()` is the orderly way.
+    func requestShutdown() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
     /// Stops accepting jobs, lets the threads finish the jobs already queued, closes the connections and waits
     /// until every thread has exited. Safe to call more than once.
     func shutdown() async {

@@ -69,6 +69,11 @@ public final class PostgresStore: StateStore {
         self.pool = pool
     }
 
+    deinit {
+        // A store dropped without close() must not leave its threads and connections open.
+        pool.requestShutdown()
+    }
+
     /// Stores a new workload (version 1) and its first event (seq 1).
     @discardableResult
     public func createWorkload(_ workload: Workload, event: WorkloadEvent) async throws(FabricError) -> WorkloadEvent {
