@@ -89,6 +89,8 @@ enum StoreQueries {
                 try insertLabels(db, row)
             }
             guard let event else { return nil }
+            // max + 1 cannot race: the UPDATE above holds the workload's row lock (PostgreSQL) or the one writer
+            // holds the database (SQLite) until this transaction ends.
             let seq =
                 try db.queryOne(
                     "SELECT COALESCE(MAX(seq), 0) + 1 FROM workload_events WHERE workload_id = $1", [.text(row.id)]
@@ -104,6 +106,10 @@ enum StoreQueries {
     }
 
     /// Up to `limit + 1` rows of the page, so the caller knows whether another page follows.
+    ///
+    /// Pages are keyed by creation seq. Under SQLite seqs are assigned in commit order (one writer). Under
+    /// PostgreSQL two concurrent creates can commit in the opposite order of their seqs, so a walk that is under
+    /// way while rows are being created can miss a row created at that moment; it never repeats one.
     static func listWorkloads<C: SQLConnection>(_ db: C, _ q: ListQuery) throws(FabricError)
         -> [(seq: Int64, doc: Data)]
     {
@@ -122,7 +128,8 @@ enum StoreQueries {
         params.append(.int(Int64(q.limit + 1)))
         sql += " ORDER BY seq LIMIT $\(params.count)"
         var rows: [(seq: Int64, doc: Data)] = []
-        try db.query(sql, params) { (r: C.Row) throws(FabricError) in rows.append((seq: try r.int64(0), doc: r.data(1)))
+        try db.query(sql, params) { (r: C.Row) throws(FabricError) in
+            rows.append((seq: try r.int64(0), doc: r.data(1)))
         }
         return rows
     }
