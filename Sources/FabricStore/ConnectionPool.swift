@@ -47,8 +47,10 @@ final class ConnectionPool<Connection: PooledConnection>: @unchecked Sendable {
             for index in 0..<size {
                 group.addTask {
                     await withCheckedContinuation { (started: CheckedContinuation<FabricError?, Never>) in
-                        let thread = Thread { [self] in self.threadMain(open: open, started: started) }
-                        thread.name = "fabric-\(name)-\(index)"
+                        let thread = Thread { [self] in
+                            Self.nameCurrentThread("\(name)-\(index)")
+                            self.threadMain(open: open, started: started)
+                        }
                         thread.start()
                     }
                 }
@@ -113,6 +115,12 @@ final class ConnectionPool<Connection: PooledConnection>: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return closed
+    }
+
+    /// Linux thread names hold 15 bytes; a new thread otherwise inherits its creator's name, which would make
+    /// the database threads look like Dispatch workers in `top -H`.
+    private static func nameCurrentThread(_ name: String) {
+        Thread.current.name = String(name.utf8.prefix(15))!
     }
 
     private func enqueue(_ job: @escaping Job) -> FabricError? {
