@@ -37,9 +37,9 @@ final class ConnectionPool<Connection: PooledConnection>: @unchecked Sendable {
 
     /// Starts `size` threads; each opens its connection with `open` (on that thread) and then serves jobs.
     /// - Throws: the first connection error; threads that did connect are stopped again.
-    init(name: String, size: Int, open: @escaping @Sendable () throws(FabricError) -> Connection) async throws(
-        FabricError
-    ) {
+    init(name: String, size: Int, open: @escaping @Sendable () throws(FabricError) -> Connection)
+        async throws(FabricError)
+    {
         precondition(size >= 1, "a pool needs at least one connection")
         self.name = name
         liveThreads = size
@@ -47,8 +47,10 @@ final class ConnectionPool<Connection: PooledConnection>: @unchecked Sendable {
             for index in 0..<size {
                 group.addTask {
                     await withCheckedContinuation { (started: CheckedContinuation<FabricError?, Never>) in
-                        let thread = Thread { [self] in self.threadMain(open: open, started: started) }
-                        thread.name = "fabric-\(name)-\(index)"
+                        let thread = Thread { [self] in
+                            Self.nameCurrentThread("\(name)-\(index)")
+                            self.threadMain(open: open, started: started)
+                        }
                         thread.start()
                     }
                 }
@@ -82,6 +84,15 @@ final class ConnectionPool<Connection: PooledConnection>: @unchecked Sendable {
         return try result.get()
     }
 
+    /// Stops accepting jobs without waiting: the threads finish the queued jobs, close their connections and exit.
+    /// For `deinit`s, which cannot await; `shutdown()` is the orderly way.
+    func requestShutdown() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
     /// Stops accepting jobs, lets the threads finish the jobs already queued, closes the connections and waits
     /// until every thread has exited. Safe to call more than once.
     func shutdown() async {
@@ -104,6 +115,12 @@ final class ConnectionPool<Connection: PooledConnection>: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return closed
+    }
+
+    /// Linux thread names hold 15 bytes; a new thread otherwise inherits its creator's name, which would make
+    /// the database threads look like Dispatch workers in `top -H`.
+    private static func nameCurrentThread(_ name: String) {
+        Thread.current.name = String(name.utf8.prefix(15))!
     }
 
     private func enqueue(_ job: @escaping Job) -> FabricError? {

@@ -115,7 +115,7 @@ enum Migrations {
                     updated_at BIGINT NOT NULL
                 )
                 """,
-            ]),
+            ])
     ]
 
     /// The version a fully migrated database reports.

@@ -7,6 +7,8 @@ import Foundation
 /// All parameters travel in text format; SQL texts are prepared once per connection (up to
 /// `StoreLimits.statementCacheMax`) and the cache is dropped when the connection is reset.
 final class PostgresConnection: SQLConnection {
+    static var dialect: SQLDialect { .postgres }
+
     private let conn: OpaquePointer
     /// `host:port/database` for messages; never the password.
     private let target: String
@@ -193,7 +195,8 @@ final class PostgresConnection: SQLConnection {
         let sqlstate = res.flatMap { PQresultErrorField($0, Self.diagSQLState) }.map { String(cString: $0) } ?? ""
         let primary = res.flatMap { PQresultErrorField($0, Self.diagMessagePrimary) }.map { String(cString: $0) }
         let message = primary ?? Self.clean(String(cString: PQerrorMessage(conn)))
-        let text = "postgres: \(what) failed on \(target): \(message)" + (sqlstate.isEmpty ? "" : " (SQLSTATE \(sqlstate))")
+        let text =
+            "postgres: \(what) failed on \(target): \(message)" + (sqlstate.isEmpty ? "" : " (SQLSTATE \(sqlstate))")
         if isBroken { return FabricError(.unavailable, text + "; the connection is lost and will be reset") }
         switch sqlstate {
         case "23505": return FabricError(.alreadyExists, text)

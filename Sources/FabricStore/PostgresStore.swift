@@ -69,6 +69,11 @@ public final class PostgresStore: StateStore {
         self.pool = pool
     }
 
+    deinit {
+        // A store dropped without close() must not leave its threads and connections open.
+        pool.requestShutdown()
+    }
+
     /// Stores a new workload (version 1) and its first event (seq 1).
     @discardableResult
     public func createWorkload(_ workload: Workload, event: WorkloadEvent) async throws(FabricError) -> WorkloadEvent {
@@ -178,7 +183,7 @@ public final class PostgresStore: StateStore {
             try db.ensureConnected()
             do throws(FabricError) {
                 return try body(db)
-            } catch where db.isBroken {
+            } catch  where db.isBroken {
                 try db.ensureConnected()
                 return try body(db)
             }
@@ -229,11 +234,13 @@ public final class PostgresStore: StateStore {
         let ok =
             !bytes.isEmpty && bytes.count <= 63 && !(bytes[0] >= UInt8(ascii: "0") && bytes[0] <= UInt8(ascii: "9"))
             && bytes.allSatisfy {
-                ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
+                ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z"))
+                    || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
                     || $0 == UInt8(ascii: "_")
             }
         guard ok else {
-            throw .invalid("schema", "a schema name is 1-63 lower-case letters, digits and _, not starting with a digit")
+            throw .invalid(
+                "schema", "a schema name is 1-63 lower-case letters, digits and _, not starting with a digit")
         }
     }
 

@@ -17,10 +17,18 @@ protocol SQLRow {
     func isNull(_ column: Int32) -> Bool
 }
 
+/// The SQL dialects the shared store logic knows.
+enum SQLDialect: Sendable {
+    case sqlite, postgres
+}
+
 /// What the shared store logic needs from a connection. SQL is written once with PostgreSQL-style `$1`
 /// placeholders; the SQLite connection rewrites them to `?1` when it prepares a statement.
 protocol SQLConnection: PooledConnection {
     associatedtype Row: SQLRow
+
+    /// Which SQL variant to send where the dialects differ.
+    static var dialect: SQLDialect { get }
 
     /// Runs a statement and calls `row` for each result row.
     func query(_ sql: String, _ params: [SQLParam], row: (Row) throws(FabricError) -> Void) throws(FabricError)

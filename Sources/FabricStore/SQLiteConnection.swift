@@ -1,5 +1,5 @@
-import CShims
 import CSQLite
+import CShims
 import FabricCore
 import Foundation
 
@@ -10,6 +10,8 @@ final class SQLiteConnection: SQLConnection {
 
     /// The WAL file is truncated back to this size after a checkpoint.
     static let journalSizeLimitBytes = 64 << 20
+
+    static var dialect: SQLDialect { .sqlite }
 
     private let db: OpaquePointer
     private let path: String
@@ -233,8 +235,9 @@ struct SQLiteRow: SQLRow {
 
     func text(_ column: Int32) -> String {
         guard let p = sqlite3_column_text(stmt, column) else { return "" }
-        return String(decoding: UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(stmt, column))),
-                      as: UTF8.self)
+        return String(
+            decoding: UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(stmt, column))),
+            as: UTF8.self)
     }
 
     func data(_ column: Int32) -> Data {

@@ -39,6 +39,12 @@ public final class SQLiteStore: StateStore {
         self.writer = writer
     }
 
+    deinit {
+        // A store dropped without close() must not leave its threads (and the file) open.
+        writer.requestShutdown()
+        readers.requestShutdown()
+    }
+
     /// Stores a new workload (version 1) and its first event (seq 1).
     @discardableResult
     public func createWorkload(_ workload: Workload, event: WorkloadEvent) async throws(FabricError) -> WorkloadEvent {

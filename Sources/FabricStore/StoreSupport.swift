@@ -110,6 +110,8 @@ struct WorkloadRow: Sendable {
     var updatedAtMs: Int64
     var labels: [(key: String, value: String)]
     var labelMap: [String: String]
+    /// The labels as one JSON object, for PostgreSQL's `json_each_text`.
+    var labelsDoc: Data
 
     init(_ w: Workload) throws(FabricError) {
         id = w.id
@@ -121,6 +123,7 @@ struct WorkloadRow: Sendable {
         updatedAtMs = w.updatedAt.millisecondsSinceEpoch
         labels = w.spec.labels.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
         labelMap = w.spec.labels
+        labelsDoc = w.spec.labels.isEmpty ? Data("{}".utf8) : try FabricJSON.encode(w.spec.labels)
     }
 }
 

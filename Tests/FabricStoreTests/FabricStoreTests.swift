@@ -135,7 +135,8 @@ struct StoreContractTests {
             var returned: [WorkloadEvent] = []
             for (i, phase) in path.enumerated() {
                 a = a.advanced(to: phase, reason: "step-\(i)")
-                let e = try await store.updateWorkload(a, event: makeEvent(a, from: previous, to: phase, reason: "step-\(i)"))
+                let e = try await store.updateWorkload(
+                    a, event: makeEvent(a, from: previous, to: phase, reason: "step-\(i)"))
                 returned.append(try #require(e))
                 previous = phase
             }
@@ -314,7 +315,8 @@ struct StoreContractTests {
 
         let second = try await location.open()
         #expect(try await second.workload(id: "keep") == w2)
-        #expect(try await second.events(workloadID: "keep", afterSeq: 0, limit: 10).map(\.to) == [.pending, .scheduled])
+        #expect(
+            try await second.events(workloadID: "keep", afterSeq: 0, limit: 10).map(\.to) == [.pending, .scheduled])
         #expect(try await second.nodes() == [makeNode("n1")])
         #expect(try await second.schemaVersion() == Migrations.latest)
         // New rows continue after the old ones, and event seqs continue too.
@@ -322,14 +324,16 @@ struct StoreContractTests {
         let w3 = w2.advanced(to: .starting)
         #expect(try await second.updateWorkload(w3, event: makeEvent(w3, from: .scheduled, to: .starting))?.seq == 3)
         let ids = try await walkAllPages(second, WorkloadFilter(limit: 3)).ids
-        #expect(ids == ["keep"] + (0..<5).map { "before-\(String(format: "%05d", $0))" } + ["after-00000", "after-00001"])
+        #expect(
+            ids == ["keep"] + (0..<5).map { "before-\(String(format: "%05d", $0))" } + ["after-00000", "after-00001"])
         #expect(try await second.listWorkloads(WorkloadFilter(labels: ["k": "v"])).items.map(\.id) == ["keep"])
         await second.close()
         await location.destroy()
     }
 
-    @Test("migrations are idempotent: opening twice, even at once, applies each version once",
-          arguments: StoreKind.available)
+    @Test(
+        "migrations are idempotent: opening twice, even at once, applies each version once",
+        arguments: StoreKind.available)
     func migrationsIdempotent(kind: StoreKind) async throws {
         let location = StoreLocation.fresh(kind)
         async let a = location.open()
@@ -388,11 +392,15 @@ struct StoreContractTests {
         await store.close()
         await store.close()  // twice is fine
         let x = makeWorkload("x")
-        await expectFabricError(.unavailable) { try await store.createWorkload(x, event: makeEvent(x, from: nil, to: .pending)) }
+        await expectFabricError(.unavailable) {
+            try await store.createWorkload(x, event: makeEvent(x, from: nil, to: .pending))
+        }
         await expectFabricError(.unavailable) { try await store.updateWorkload(w.advanced(to: .running), event: nil) }
         await expectFabricError(.unavailable) { _ = try await store.workload(id: "closed") }
         await expectFabricError(.unavailable) { _ = try await store.listWorkloads(WorkloadFilter()) }
-        await expectFabricError(.unavailable) { _ = try await store.events(workloadID: "closed", afterSeq: 0, limit: 5) }
+        await expectFabricError(.unavailable) {
+            _ = try await store.events(workloadID: "closed", afterSeq: 0, limit: 5)
+        }
         await expectFabricError(.unavailable) { _ = try await store.activeWorkloads() }
         await expectFabricError(.unavailable) { try await store.upsertNode(makeNode("n")) }
         await expectFabricError(.unavailable) { _ = try await store.nodes() }
