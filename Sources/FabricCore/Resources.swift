@@ -170,12 +170,16 @@ public struct Resources: Sendable, Hashable, Codable {
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        do {
-            cpuMillis = try Quantity.parseCPU(try c.decode(String.self, forKey: .cpu), field: "cpu")
-            memoryBytes = try Quantity.parseMemory(try c.decode(String.self, forKey: .memory), field: "memory")
-        } catch let e as FabricError {
-            throw DecodingError.dataCorruptedError(forKey: .cpu, in: c, debugDescription: e.message)
+        // Stored documents may hold zero (a node with nothing allocated); requests are validated elsewhere.
+        func decode(_ key: CodingKeys, _ parse: (String, String) throws(FabricError) -> Int64) throws -> Int64 {
+            let text = try c.decode(String.self, forKey: key)
+            if text == "0" { return 0 }
+            do { return try parse(text, key.rawValue) } catch {
+                throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: error.message)
+            }
         }
+        cpuMillis = try decode(.cpu, Quantity.parseCPU)
+        memoryBytes = try decode(.memory, Quantity.parseMemory)
         gpu = try c.decodeIfPresent(GPUSpec.self, forKey: .gpu)
     }
 

@@ -211,11 +211,11 @@ enum StoreQueries {
             [.text(workloadID), .int(seq), .int(at), .json(doc)])
     }
 
-    /// Decodes node documents on the caller's task (through `NodeDocument`, which accepts zero resources).
+    /// Decodes node documents on the caller's task .
     static func decodeNodes(_ docs: [Data]) throws(FabricError) -> [NodeInfo] {
         var out: [NodeInfo] = []
         out.reserveCapacity(docs.count)
-        for doc in docs { out.append(try NodeDocument.decode(doc)) }
+        for doc in docs { out.append(try FabricJSON.decode(NodeInfo.self, from: doc)) }
         return out
     }
 

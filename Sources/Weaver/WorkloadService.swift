@@ -73,8 +73,16 @@ public actor WorkloadService {
     var agents: [String: NodeAgent] = [:]
     /// Every workload not in a final phase. Final ones live only in the store.
     var active: [String: Workload] = [:]
-    /// Pending workload IDs, oldest first.
+    /// Pending workload IDs, oldest first; may hold IDs that left `pending` (compacted on full passes).
     var pendingOrder: [String] = []
+    /// The workloads pending now.
+    var pendingSet: Set<String> = []
+    /// Pending workloads not yet judged against the current capacity (new, restarted, or backing off).
+    var fresh: [String] = []
+    /// Set when capacity grew (a release, a new node, a tick): the next pass judges every pending workload.
+    /// Placements only shrink capacity, so between such events only fresh workloads need judging, which keeps
+    /// a submission O(1) however many workloads wait.
+    var fullPassNeeded = true
     var retryAfter: [String: Timestamp] = [:]
     /// Workloads that just reached a final phase, kept until that write is stored, so reads see it at once.
     var finishing: [String: Workload] = [:]
@@ -110,6 +118,7 @@ public actor WorkloadService {
         info.lastHeartbeat = clock.now()
         nodes[info.id] = info
         agents[info.id] = agent
+        fullPassNeeded = true
         try await store.upsertNode(info)
         logger.info(
             "node registered",
@@ -138,7 +147,7 @@ public actor WorkloadService {
             active[w.id] = w
             switch w.phase {
             case .pending:
-                pendingOrder.append(w.id)
+                enqueuePending(w.id)
             case .lost, .preempted:
                 applyRestartPolicy(w.id, succeeded: false, reason: "Lost", message: w.status.message)
             case .scheduled, .provisioning, .starting, .running, .terminating:
@@ -175,7 +184,7 @@ public actor WorkloadService {
                             $0.status.node = nil
                             $0.status.placement = nil
                         }
-                        pendingOrder.append(w.id)
+                        enqueuePending(w.id)
                     } else {
                         markLost(w.id, message: why)
                         lost += 1
@@ -186,12 +195,12 @@ public actor WorkloadService {
             }
         }
         logger.info(
-            "recovered state", ["workloads": rows.count, "adopted": adopted, "lost": lost, "pending": pendingOrder.count])
+            "recovered state", ["workloads": rows.count, "adopted": adopted, "lost": lost, "pending": pendingSet.count])
         let interval = options.retryInterval
         tickTask = Task { [weak self] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
-                await self?.schedulePass()
+                await self?.tick()
             }
         }
         schedulePass()
@@ -209,8 +218,8 @@ public actor WorkloadService {
 
     /// Accepts a workload: stores it as pending (answered once durable) and triggers placement.
     public func submit(_ spec: WorkloadSpec) async throws -> Workload {
-        guard pendingOrder.count < options.pendingMax else {
-            throw FabricError(.resourceExhausted, "\(pendingOrder.count) workloads are already pending; try again later")
+        guard pendingSet.count < options.pendingMax else {
+            throw FabricError(.resourceExhausted, "\(pendingSet.count) workloads are already pending; try again later")
         }
         let now = clock.now()
         let w = Workload(
@@ -224,7 +233,7 @@ public actor WorkloadService {
             throw FabricError(.unavailable, "the workload could not be stored: \(e.message)")
         }
         active[w.id] = w
-        pendingOrder.append(w.id)
+        enqueuePending(w.id)
         logger.info("accepted", ["workload": w.id, "name": spec.name])
         schedulePass()
         return w
@@ -264,7 +273,7 @@ public actor WorkloadService {
         }
         switch w.phase {
         case .pending, .lost, .preempted:
-            pendingOrder.removeAll { $0 == id }
+            pendingSet.remove(id)
             retryAfter[id] = nil
             if w.phase != .pending {
                 transition(id, to: .failed, reason: "Deleted", message: "deleted before it was placed again")
@@ -287,12 +296,13 @@ public actor WorkloadService {
     }
 
     public func schedulerStatus() -> SchedulerStatus {
-        let oldest = pendingOrder.prefix(20).compactMap { id -> SchedulerStatus.PendingWorkload? in
-            guard let w = active[id] else { return nil }
-            return .init(id: id, name: w.name, since: w.updatedAt, reasons: w.status.pendingReasons ?? [:])
+        var oldest: [SchedulerStatus.PendingWorkload] = []
+        for id in pendingOrder where oldest.count < 20 && pendingSet.contains(id) {
+            guard let w = active[id], !oldest.contains(where: { $0.id == id }) else { continue }
+            oldest.append(.init(id: id, name: w.name, since: w.updatedAt, reasons: w.status.pendingReasons ?? [:]))
         }
         return SchedulerStatus(
-            pending: pendingOrder.count, active: active.count, placementsTotal: placementsTotal, passes: passes,
+            pending: pendingSet.count, active: active.count, placementsTotal: placementsTotal, passes: passes,
             lastPassAt: lastPassAt, lastPassMicros: lastPassMicros, storeBacklog: persist.backlog,
             oldestPending: oldest)
     }
@@ -312,18 +322,25 @@ public actor WorkloadService {
             passRequested = false
             let started = ContinuousClock.now
             let now = clock.now()
-            var still: [String] = []
-            still.reserveCapacity(pendingOrder.count)
+            let judge: [String]
+            if fullPassNeeded {
+                var seen = Set<String>()
+                pendingOrder = pendingOrder.filter { pendingSet.contains($0) && seen.insert($0).inserted }
+                judge = pendingOrder
+                fullPassNeeded = false
+            } else {
+                judge = fresh
+            }
+            fresh = []
             var snapshot = PlacementSnapshot(nodes: nodes.values.sorted { $0.id < $1.id }, includeOffers: false)
-            for id in pendingOrder {
-                guard let w = active[id], w.phase == .pending else { continue }
+            for id in judge {
+                guard pendingSet.contains(id), let w = active[id], w.phase == .pending else { continue }
                 if let t = retryAfter[id], t > now {
-                    still.append(id)
+                    fresh.append(id)  // judged again on later passes until its backoff ends
                     continue
                 }
                 let d = stack.select(snapshot, w.spec)
                 guard let placement = d.placement, let nodeID = placement.node else {
-                    still.append(id)
                     if w.status.pendingReasons != d.filtered {
                         let msg = Self.describe(d.filtered)
                         update(id) {
@@ -336,6 +353,7 @@ public actor WorkloadService {
                     continue
                 }
                 retryAfter[id] = nil
+                pendingSet.remove(id)
                 allocate(w.spec.resources, on: nodeID)
                 if let i = snapshot.nodes.firstIndex(where: { $0.id == nodeID }), let n = nodes[nodeID] {
                     snapshot.nodes[i] = n
@@ -364,12 +382,17 @@ public actor WorkloadService {
                     }
                 }
             }
-            pendingOrder = still
             passes += 1
             lastPassAt = now
             let elapsed = ContinuousClock.now - started
             lastPassMicros = Int(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)
         } while passRequested
+    }
+
+    /// The periodic pass: judges every pending workload again.
+    func tick() {
+        fullPassNeeded = true
+        schedulePass()
     }
 
     func stillStarting(_ id: String, attempt: Int) -> Bool {
@@ -445,7 +468,7 @@ public actor WorkloadService {
                 $0.status.node = nil
                 $0.status.placement = nil
             }
-            pendingOrder.append(id)
+            enqueuePending(id)
         } else if w.phase == .lost || w.phase == .preempted {
             transition(id, to: .failed, reason: reason, message: message)
         } else {
@@ -547,6 +570,13 @@ public actor WorkloadService {
         }
         n.allocated = n.allocated.subtracting(w.spec.resources)
         nodes[nodeID] = n
+        fullPassNeeded = true
+    }
+
+    func enqueuePending(_ id: String) {
+        guard pendingSet.insert(id).inserted else { return }
+        pendingOrder.append(id)
+        fresh.append(id)
     }
 
     func notFound(_ id: String) -> FabricError { FabricError(.notFound, "workload \(id) not found", field: "id") }
