@@ -313,16 +313,18 @@ final class ServerCore: Sendable {
 
         // Answer only in the call after the body (libmicrohttpd treats an earlier response as a refusal of the body
         // and closes the connection after it), except when the declared body is too large.
-        if let contentLength = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length"),
-            let length = Int(String(cString: contentLength)), length > bodyBytesMax
-        {
-            context.oversized = true
-            let expectsContinue = MHD_lookup_connection_value(connection, .HEADER_KIND, "Expect") != nil
-            if expectsContinue || length > discardBytesMax {
-                // The client has not sent the body (or it is too large to read and drop): answer at once;
-                // libmicrohttpd closes the connection after this response.
-                return queue(tooLarge(), context: context, connection: connection)
-            }
+        guard let contentLength = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length"),
+            let length = Int(String(cString: contentLength)), length > 0
+        else { return .YES }
+        if length <= bodyBytesMax {
+            context.body.reserveCapacity(length)
+            return .YES
+        }
+        context.oversized = true
+        if length > discardBytesMax || MHD_lookup_connection_value(connection, .HEADER_KIND, "Expect") != nil {
+            // Too large to read and drop, or the client waits for 100 Continue before sending it: answer at once;
+            // libmicrohttpd closes the connection after this response.
+            return queue(tooLarge(), context: context, connection: connection)
         }
         return .YES
     }

@@ -135,6 +135,15 @@ struct ServerTests {
             }
             #expect(refused.status == 413)
 
+            // Declared larger than the server will even read: 413 at once, then the connection closes.
+            let (hopeless, closed) = try await offPool {
+                let connection = try RawConnection(port: port)
+                try connection.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: \(64 << 20)\r\n\r\n")
+                return (try connection.readResponse(), try connection.readResponseOrClose() == nil)
+            }
+            #expect(hopeless.status == 413)
+            #expect(closed)
+
             // Chunked, no length declared: counted as it streams in, dropped past the limit.
             let chunked = try await offPool {
                 let connection = try RawConnection(port: port)
@@ -149,6 +158,20 @@ struct ServerTests {
             }
             #expect(chunked.status == 413)
             #expect(gauge.total == 2)  // the two small uploads only
+        }
+    }
+
+    @Test("the body limit is a setting")
+    func configurableBodyLimit() async throws {
+        var router = Router()
+        router.put("/small") { request in .text("\(request.body.count)") }
+        let settings = HTTPServerSettings(address: "127.0.0.1:0", bodyBytesMax: 100)
+        try await withServer(router, settings: settings) { server in
+            #expect(try await fetch(server.port, "PUT", "/small", body: Data(count: 100)).text == "100")
+            let tooLarge = try await fetch(server.port, "PUT", "/small", body: Data(count: 101))
+            #expect(tooLarge.status == 413)
+            #expect(
+                try tooLarge.errorObject == ["code": "payload_too_large", "message": "request body exceeds 100 bytes"])
         }
     }
 
