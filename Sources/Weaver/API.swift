@@ -24,7 +24,12 @@ struct WeaverAPI: Sendable {
         r.get("/health") { _ in try await health() }
         r.post("/v1/workloads") { req in try await createWorkload(req) }
         r.get("/v1/workloads") { req in try await listWorkloads(req) }
-        r.get("/v1/workloads/:id") { req in try .json(await service.get(try req.parameter("id"))) }
+        r.get("/v1/workloads/:id") { req in
+            let id = try req.parameter("id")
+            // Unfinished workloads answer from the document cache, without suspending (the hot path).
+            if let doc = service.documents.get(id) { return .bytes(doc, contentType: Response.jsonContentType) }
+            return try .json(await service.get(id))
+        }
         r.delete("/v1/workloads/:id") { req in try await deleteWorkload(req) }
         r.get("/v1/workloads/:id/logs") { req in try await logs(req) }
         r.get("/v1/workloads/:id/events") { req in try await events(req) }
@@ -68,7 +73,7 @@ struct WeaverAPI: Sendable {
             let d = await service.dryRun(spec)
             return try .json(DryRunDocument(placement: d.placement, candidates: d.candidates, filtered: d.filtered))
         }
-        return try .json(await service.submit(spec), status: 202)
+        return .bytes(try await service.submitEncoded(spec), status: 202, contentType: Response.jsonContentType)
     }
 
     func listWorkloads(_ req: Request) async throws -> Response {

@@ -3,7 +3,9 @@ import FabricLog
 import FabricRuntime
 import FabricScheduler
 import FabricStore
+import Foundation
 import Shuttle
+import Synchronization
 
 /// Offers and provider state the scheduler may use for dry runs (and, later, provisioning).
 public struct OfferView: Sendable {
@@ -67,6 +69,8 @@ public actor WorkloadService {
     let options: WorkloadServiceOptions
     let offerView: @Sendable () -> OfferView
     let persist: PersistQueue
+    /// JSON documents of unfinished (and just finished) workloads, readable without entering the actor.
+    public nonisolated let documents = DocumentCache()
 
     /// Nodes by ID, with their allocations (rebuilt from active workloads at start).
     var nodes: [String: NodeInfo] = [:]
@@ -144,7 +148,7 @@ public actor WorkloadService {
         var adopted = 0
         var lost = 0
         for w in rows {
-            active[w.id] = w
+            setActive(w)
             switch w.phase {
             case .pending:
                 enqueuePending(w.id)
@@ -191,7 +195,7 @@ public actor WorkloadService {
                     }
                 }
             case .succeeded, .failed, .deleted:
-                active[w.id] = nil
+                setActive(nil, id: w.id)
             }
         }
         logger.info(
@@ -216,27 +220,62 @@ public actor WorkloadService {
 
     // MARK: - API operations
 
-    /// Accepts a workload: stores it as pending (answered once durable) and triggers placement.
+    /// Accepts a workload: stores it as pending (answered once durable) and places it when it fits.
     public func submit(_ spec: WorkloadSpec) async throws -> Workload {
+        try await accept(spec).workload
+    }
+
+    /// `submit`, also returning the stored workload's JSON document (what `POST /v1/workloads` answers).
+    public func submitEncoded(_ spec: WorkloadSpec) async throws -> Data {
+        try await accept(spec).document
+    }
+
+    func accept(_ spec: WorkloadSpec) async throws -> (workload: Workload, document: Data) {
         guard pendingSet.count < options.pendingMax else {
             throw FabricError(.resourceExhausted, "\(pendingSet.count) workloads are already pending; try again later")
         }
         let now = clock.now()
-        let w = Workload(
+        var w = Workload(
             id: ids.next(prefix: "wl"), spec: spec,
             status: WorkloadStatus(phase: .pending, reason: "Created", message: "waiting to be placed"), createdAt: now)
-        let event = WorkloadEvent(workloadID: w.id, seq: 1, at: now, from: nil, to: .pending, reason: "Created")
-        do {
-            try await persist.enqueue(.create(w, event)).value()
-        } catch let e as FabricError {
-            logger.error("workload not stored", ["workload": w.id, "error": e])
-            throw FabricError(.unavailable, "the workload could not be stored: \(e.message)")
+        // Judge it now: one that fits nowhere is stored with its reasons in one write instead of two.
+        let decision = stack.select(PlacementSnapshot(nodes: sortedNodes, includeOffers: false), spec)
+        if decision.placement == nil {
+            w.status.pendingReasons = decision.filtered
+            w.status.reason = "NoFeasibleCandidate"
+            w.status.message = Self.describe(decision.filtered)
         }
-        active[w.id] = w
+        let event = WorkloadEvent(workloadID: w.id, seq: 1, at: now, from: nil, to: .pending, reason: "Created")
+        let document = try FabricJSON.encode(w)
+        let stored = persist.enqueue(.create(w, event))
+        setActive(w, document: document)
         enqueuePending(w.id)
+        if decision.placement == nil { fresh.removeLast() }  // already judged against the current capacity
+        schedulePass()  // its writes queue behind the create, on the same lane
+        do {
+            try await stored.value()
+        } catch {
+            // Undo: nothing of it may run or hold capacity. Writes queued after the create fail as not found.
+            release(w.id)
+            setActive(nil, id: w.id)
+            pendingSet.remove(w.id)
+            logger.error("workload not stored", ["workload": w.id, "error": error])
+            let detail = (error as? FabricError)?.message ?? "\(error)"
+            throw FabricError(.unavailable, "the workload could not be stored: \(detail)")
+        }
         logger.info("accepted", ["workload": w.id, "name": spec.name])
-        schedulePass()
-        return w
+        return (w, document)
+    }
+
+    var sortedNodes: [NodeInfo] { nodes.values.sorted { $0.id < $1.id } }
+
+    /// Sets (or clears) a workload's in-memory state and its cached JSON document.
+    func setActive(_ w: Workload?, id: String? = nil, document: Data? = nil) {
+        guard let key = w?.id ?? id else { return }
+        active[key] = w
+        if let w { documents.set(key, document ?? (try? FabricJSON.encode(w))) } else if finishing[key] == nil {
+            documents.set(key, nil)
+        }
     }
 
     /// The placement plan for a spec, with every candidate, storing nothing.
@@ -529,22 +568,28 @@ public actor WorkloadService {
         w.updatedAt = clock.now()
         let event = WorkloadEvent(
             workloadID: id, seq: 0, at: w.updatedAt, from: from, to: phase, reason: reason, message: message)
-        active[id] = phase.isFinal ? nil : w
         let stored = persist.enqueue(.update(w, event))
         if phase.isFinal {
             retryAfter[id] = nil
             finishing[id] = w
+            active[id] = nil
+            documents.set(id, try? FabricJSON.encode(w))
             let version = w.version
             Task { [weak self] in
                 _ = try? await stored.value()
                 await self?.stored(id, version: version)
             }
+        } else {
+            setActive(w)
         }
         return stored
     }
 
     func stored(_ id: String, version: Int) {
-        if finishing[id]?.version == version { finishing[id] = nil }
+        if finishing[id]?.version == version {
+            finishing[id] = nil
+            if active[id] == nil { documents.set(id, nil) }
+        }
     }
 
     /// Changes a workload in memory without a phase change, and queues the write (no event).
@@ -553,7 +598,7 @@ public actor WorkloadService {
         change(&w)
         w.version += 1
         w.updatedAt = clock.now()
-        active[id] = w
+        setActive(w)
         persist.enqueue(.update(w, nil))
     }
 
@@ -587,4 +632,16 @@ public actor WorkloadService {
             + filtered.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
             .map { "\($0.value) \($0.key) (\(Reason.explanations[$0.key] ?? $0.key))" }.joined(separator: "; ")
     }
+}
+
+/// The JSON documents of the workloads the service holds in memory, for answering reads without a hop into the
+/// actor. Bounded by the number of unfinished workloads (itself bounded by `pendingMax` and node capacity).
+public final class DocumentCache: Sendable {
+    private let docs = Mutex<[String: Data]>([:])
+
+    public func get(_ id: String) -> Data? { docs.withLock { $0[id] } }
+
+    func set(_ id: String, _ doc: Data?) { docs.withLock { $0[id] = doc } }
+
+    public var count: Int { docs.withLock { $0.count } }
 }
