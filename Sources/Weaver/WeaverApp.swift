@@ -79,7 +79,7 @@ public final class WeaverApp: Sendable {
         var options = WorkloadServiceOptions()
         options.retryInterval = settings.scheduler.retryInterval
         options.stopGrace = settings.runtime.stopGrace
-        options.persistLanes = settings.database.kind == .sqlite ? 1 : settings.database.poolSize
+        options.persistLanes = max(4, settings.database.poolSize)  // pipelines writes; SQLite still has one writer
         let idGenerator = ids ?? SeededIDGenerator(seed: UInt64.random(in: 0...UInt64.max))
         let service = WorkloadService(
             store: store, clock: clock, ids: idGenerator, logger: logger.with(component: "workloads"),
