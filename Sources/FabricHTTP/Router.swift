@@ -29,6 +29,10 @@ public struct Router: HTTPResponder {
     private var root = Node()
     private var middlewares: [any HTTPMiddleware] = []
 
+    /// Every registered route in registration order, its pattern normalized to `/segment/:name` (empty segments
+    /// dropped). HEAD is not listed: it is answered by the GET handler unless registered itself.
+    public private(set) var routes: [(method: HTTPMethod, pattern: String)] = []
+
     public init() {}
 
     /// Registers `handler` for GET (and HEAD, unless HEAD has its own route) on `pattern`.
@@ -55,6 +59,7 @@ public struct Router: HTTPResponder {
     public mutating func on(_ method: HTTPMethod, _ pattern: String, _ handler: @escaping HTTPHandler) {
         let segments = pattern.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         Self.insert(segments[...], method: method, handler: handler, pattern: pattern, into: &root)
+        routes.append((method: method, pattern: "/" + segments.joined(separator: "/")))
     }
 
     /// Appends a middleware; the first added is the outermost.
