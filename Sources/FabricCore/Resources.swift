@@ -3,6 +3,8 @@ public enum Limits {
     public static let nameLengthMax = 63
     public static let cpuMillisMax: Int64 = 1_024_000  // 1,024 cores
     public static let memoryBytesMax: Int64 = 64 << 40  // 64 TiB
+    /// Less than this cannot even hold a shell; a request for it is a mistake (e.g. "64" meaning "64Mi").
+    public static let memoryBytesMin: Int64 = 1 << 20  // 1 MiB
     public static let gpuCountMax = 16
     public static let commandArgsMax = 256
     public static let commandBytesMax = 64 << 10
@@ -53,7 +55,9 @@ public enum Quantity {
     }
 
     /// Parses a memory quantity into bytes. `"64Gi"`, `"512Mi"`, `"1G"`, `"1048576"`.
-    public static func parseMemory(_ s: String, field: String) throws(FabricError) -> Int64 {
+    public static func parseMemory(_ s: String, field: String, minimum: Int64 = Limits.memoryBytesMin)
+        throws(FabricError) -> Int64
+    {
         let text = s.trimmingSpaces
         guard !text.isEmpty else { throw .invalid(field, "empty memory quantity") }
         var number = text
@@ -66,6 +70,9 @@ public enum Quantity {
             throw .invalid(field, "invalid memory quantity \"\(s)\": expected e.g. \"64Mi\", \"8Gi\" or \"1G\"")
         }
         guard bytes > 0 else { throw .invalid(field, "memory must be greater than zero, got \"\(s)\"") }
+        guard bytes >= minimum else {
+            throw .invalid(field, "memory \"\(s)\" is below the minimum of 1Mi (a plain number means bytes)")
+        }
         guard bytes <= Limits.memoryBytesMax else {
             throw .invalid(field, "memory \"\(s)\" exceeds the limit of 64Ti")
         }
@@ -179,7 +186,9 @@ public struct Resources: Sendable, Hashable, Codable {
             }
         }
         cpuMillis = try decode(.cpu, Quantity.parseCPU)
-        memoryBytes = try decode(.memory, Quantity.parseMemory)
+        memoryBytes = try decode(.memory) { (text, field) throws(FabricError) in
+            try Quantity.parseMemory(text, field: field, minimum: 1)
+        }
         gpu = try c.decodeIfPresent(GPUSpec.self, forKey: .gpu)
     }
 

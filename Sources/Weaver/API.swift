@@ -87,7 +87,7 @@ struct WeaverAPI: Sendable {
         }
         for selector in req.query.values(for: "label") + req.query.values(for: "labelSelector") {
             for pair in selector.split(separator: ",") {
-                let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
                 guard kv.count == 2, !kv[0].isEmpty else {
                     throw FabricError.invalid("label", "label filters are key=value[,key=value], got \"\(pair)\"")
                 }

@@ -9,14 +9,18 @@ struct DryRunDocument: Encodable {
     var candidates: [CandidateResult]
     var filtered: [String: Int]
 
-    enum CodingKeys: String, CodingKey { case placement, candidates, filtered }
+    /// The most candidates one dry run lists (a large catalog has many thousands); `filtered` counts them all.
+    static let candidatesMax = 500
+
+    enum CodingKeys: String, CodingKey { case placement, candidates, candidatesTotal, filtered }
 
     func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         if let placement { try c.encode(PlacementDocument(placement), forKey: .placement) } else {
             try c.encodeNil(forKey: .placement)
         }
-        try c.encode(candidates.map(CandidateDocument.init), forKey: .candidates)
+        try c.encode(candidates.prefix(Self.candidatesMax).map(CandidateDocument.init), forKey: .candidates)
+        try c.encode(candidates.count, forKey: .candidatesTotal)
         try c.encode(filtered, forKey: .filtered)
     }
 }
@@ -49,7 +53,7 @@ struct CandidateDocument: Encodable {
         try c.encode(r.machineType, forKey: .machineType)
         try c.encode(r.spot, forKey: .spot)
         try c.encode(r.pricePerHour, forKey: .pricePerHour)
-        if let node = r.node { try c.encode(node, forKey: .node) }
+        try c.encode(r.node, forKey: .node)
         try c.encode(r.feasible, forKey: .feasible)
         try c.encode(r.reason, forKey: .reason)
     }

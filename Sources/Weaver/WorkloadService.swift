@@ -498,7 +498,7 @@ public actor WorkloadService {
         let restart = (policy == .always || (policy == .onFailure && !succeeded)) && w.status.attempts < Limits.restartsMax
         if restart {
             let backoff = min(
-                options.restartBackoffBase * (1 << min(w.status.attempts, 16)), options.restartBackoffMax)
+                options.restartBackoffBase * (1 << min(max(w.status.attempts - 1, 0), 16)), options.restartBackoffMax)
             retryAfter[id] = clock.now().adding(backoff)
             transition(
                 id, to: .pending, reason: "Restarting",

@@ -23,13 +23,13 @@ import Testing
 
     @Test(arguments: [
         ("64Mi", 64 << 20), ("64Gi", 64 << 30), ("1G", 1_000_000_000), ("1048576", 1_048_576), ("1.5Gi", 3 << 29),
-        ("512Ki", 512 << 10), ("2Ti", 2 << 40),
+        ("2048Ki", 2 << 20), ("2Ti", 2 << 40),
     ] as [(String, Int64)])
     func memoryParses(text: String, bytes: Int64) throws {
         #expect(try Quantity.parseMemory(text, field: "memory") == bytes)
     }
 
-    @Test(arguments: ["", "0", "-64Mi", "64Mb", "Gi", "65Ti", "9Ei", "99999999999999999999Gi", "1.2.3Gi"])
+    @Test(arguments: ["", "0", "64", "1000", "-64Mi", "64Mb", "Gi", "65Ti", "9Ei", "99999999999999999999Gi", "1.2.3Gi"])
     func memoryRejects(text: String) {
         #expect(throws: FabricError.self) { try Quantity.parseMemory(text, field: "resources.memory") }
     }

@@ -227,7 +227,7 @@ extension SettingCodec where Value == Int {
             "bytes",
             parse: { (text: String) throws(SettingValueError) -> Int in
                 let bytes: Int64
-                do { bytes = try Quantity.parseMemory(text, field: "") } catch {
+                do { bytes = try Quantity.parseMemory(text, field: "", minimum: 1) } catch {
                     throw SettingValueError("expected a byte size like 10Mi, 1Gi or 1048576")
                 }
                 guard bytes <= Int64(range.upperBound), range.contains(Int(bytes)) else {
