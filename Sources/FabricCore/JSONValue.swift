@@ -35,7 +35,9 @@ public enum JSONValue: Sendable, Hashable, Decodable {
     /// Uses JSONSerialization (several times faster than JSONDecoder on Linux) and converts its result exactly:
     /// booleans stay booleans, integers stay integers.
     public static func parse(_ data: Data) throws(FabricError) -> JSONValue {
-        guard !data.isEmpty else { throw FabricError(.invalidArgument, "request body is empty; expected a JSON object") }
+        guard !data.isEmpty else {
+            throw FabricError(.invalidArgument, "request body is empty; expected a JSON object")
+        }
         let object: Any
         do {
             object = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])

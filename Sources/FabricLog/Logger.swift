@@ -1,7 +1,8 @@
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import Synchronization
 
 /// Log levels, least to most severe.
 public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
@@ -97,7 +98,8 @@ public struct Logger: Sendable {
             for (k, v) in fields { line += " \(k)=\(Self.quote(String(describing: v)))" }
             sink.write(line)
         case .json:
-            var line = "{\"ts\":\"\(ts)\",\"level\":\"\(l.name)\",\"component\":\(Self.json(component)),\"msg\":\(Self.json(message()))"
+            var line =
+                "{\"ts\":\"\(ts)\",\"level\":\"\(l.name)\",\"component\":\(Self.json(component)),\"msg\":\(Self.json(message()))"
             for (k, v) in fields { line += ",\(Self.json(k)):\(Self.json(String(describing: v)))" }
             line += "}"
             sink.write(line)

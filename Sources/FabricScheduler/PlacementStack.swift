@@ -43,12 +43,16 @@ public struct PlacementStack: Sendable {
             }
         }
         feasible.sort {
-            if $0.result.pricePerHour != $1.result.pricePerHour { return $0.result.pricePerHour < $1.result.pricePerHour }
+            if $0.result.pricePerHour != $1.result.pricePerHour {
+                return $0.result.pricePerHour < $1.result.pricePerHour
+            }
             if $0.fit != $1.fit { return $0.fit < $1.fit }
             return $0.key < $1.key
         }
         filtered.sort {
-            if $0.result.pricePerHour != $1.result.pricePerHour { return $0.result.pricePerHour < $1.result.pricePerHour }
+            if $0.result.pricePerHour != $1.result.pricePerHour {
+                return $0.result.pricePerHour < $1.result.pricePerHour
+            }
             return $0.key < $1.key
         }
         return PlacementDecision(

@@ -53,7 +53,8 @@ public actor NodeAgent {
     /// Starts an assignment and watches it until it exits. Reports `started` or `startFailed`, later `exited`.
     public func run(_ a: Assignment) async {
         if cancelled.remove("\(a.workloadID)#\(a.attempt)") != nil {
-            continuation.yield(.startFailed(workloadID: a.workloadID, attempt: a.attempt, message: "deleted before it started"))
+            continuation.yield(
+                .startFailed(workloadID: a.workloadID, attempt: a.attempt, message: "deleted before it started"))
             return
         }
         guard let runtime = runtimes[a.spec.runtimeKind] else {

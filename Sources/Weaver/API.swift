@@ -63,7 +63,8 @@ struct WeaverAPI: Sendable {
         }
         let uptime = clock.now().since(startedAt).components.seconds
         return try .json(
-            HealthDocument(status: "ok", version: version, store: storeKind, schemaVersion: schema, uptimeSeconds: uptime))
+            HealthDocument(
+                status: "ok", version: version, store: storeKind, schemaVersion: schema, uptimeSeconds: uptime))
     }
 
     func createWorkload(_ req: Request) async throws -> Response {
@@ -127,7 +128,9 @@ struct WeaverAPI: Sendable {
         _ = try await service.get(id)  // 404 for an unknown workload
         var after: Int64 = 0
         if let a = req.query["after"] {
-            guard let n = Int64(a), n >= 0 else { throw FabricError.invalid("after", "after is a sequence number >= 0") }
+            guard let n = Int64(a), n >= 0 else {
+                throw FabricError.invalid("after", "after is a sequence number >= 0")
+            }
             after = n
         }
         var limit = Self.eventsPageMax

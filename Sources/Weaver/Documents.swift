@@ -16,7 +16,9 @@ struct DryRunDocument: Encodable {
 
     func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        if let placement { try c.encode(PlacementDocument(placement), forKey: .placement) } else {
+        if let placement {
+            try c.encode(PlacementDocument(placement), forKey: .placement)
+        } else {
             try c.encodeNil(forKey: .placement)
         }
         try c.encode(candidates.prefix(Self.candidatesMax).map(CandidateDocument.init), forKey: .candidates)
@@ -45,7 +47,9 @@ struct PlacementDocument: Encodable {
 struct CandidateDocument: Encodable {
     let r: CandidateResult
     init(_ r: CandidateResult) { self.r = r }
-    enum CodingKeys: String, CodingKey { case provider, region, machineType, spot, pricePerHour, node, feasible, reason }
+    enum CodingKeys: String, CodingKey {
+        case provider, region, machineType, spot, pricePerHour, node, feasible, reason
+    }
     func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(r.provider, forKey: .provider)

@@ -34,8 +34,10 @@ public final class WeaverApp: Sendable {
     public let router: Router
     let logger: Logger
 
-    init(settings: Settings, service: WorkloadService, store: any StateStore, server: HTTPServer, router: Router,
-         logger: Logger) {
+    init(
+        settings: Settings, service: WorkloadService, store: any StateStore, server: HTTPServer, router: Router,
+        logger: Logger
+    ) {
         self.settings = settings
         self.service = service
         self.store = store
@@ -53,7 +55,9 @@ public final class WeaverApp: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
         } catch {
-            throw FabricError(.failedPrecondition, "cannot create data.dir \(dataDir): \(error.localizedDescription)", field: "data.dir")
+            throw FabricError(
+                .failedPrecondition, "cannot create data.dir \(dataDir): \(error.localizedDescription)",
+                field: "data.dir")
         }
         let store: any StateStore
         let storeKind: String
@@ -115,7 +119,8 @@ public final class WeaverApp: Sendable {
             responder: router,
             accessLog: { e in
                 access.debug(
-                    "\(e.method) \(e.path)", ["status": e.status, "ms": Double(e.duration.components.attoseconds / 1_000_000_000_000) / 1000])
+                    "\(e.method) \(e.path)",
+                    ["status": e.status, "ms": Double(e.duration.components.attoseconds / 1_000_000_000_000) / 1000])
             })
         return WeaverApp(
             settings: settings, service: service, store: store, server: server, router: router, logger: logger)

@@ -273,7 +273,9 @@ public actor WorkloadService {
     func setActive(_ w: Workload?, id: String? = nil, document: Data? = nil) {
         guard let key = w?.id ?? id else { return }
         active[key] = w
-        if let w { documents.set(key, document ?? (try? FabricJSON.encode(w))) } else if finishing[key] == nil {
+        if let w {
+            documents.set(key, document ?? (try? FabricJSON.encode(w)))
+        } else if finishing[key] == nil {
             documents.set(key, nil)
         }
     }
@@ -424,7 +426,8 @@ public actor WorkloadService {
             passes += 1
             lastPassAt = now
             let elapsed = ContinuousClock.now - started
-            lastPassMicros = Int(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)
+            lastPassMicros = Int(
+                elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)
         } while passRequested
     }
 
@@ -495,14 +498,16 @@ public actor WorkloadService {
     func applyRestartPolicy(_ id: String, succeeded: Bool, reason: String, message: String?) {
         guard let w = active[id] else { return }
         let policy = w.spec.restartPolicy
-        let restart = (policy == .always || (policy == .onFailure && !succeeded)) && w.status.attempts < Limits.restartsMax
+        let restart =
+            (policy == .always || (policy == .onFailure && !succeeded)) && w.status.attempts < Limits.restartsMax
         if restart {
             let backoff = min(
                 options.restartBackoffBase * (1 << min(max(w.status.attempts - 1, 0), 16)), options.restartBackoffMax)
             retryAfter[id] = clock.now().adding(backoff)
             transition(
                 id, to: .pending, reason: "Restarting",
-                message: "\(message ?? reason); restart \(w.status.attempts) of \(Limits.restartsMax) by policy \(policy.rawValue)"
+                message:
+                    "\(message ?? reason); restart \(w.status.attempts) of \(Limits.restartsMax) by policy \(policy.rawValue)"
             ) {
                 $0.status.node = nil
                 $0.status.placement = nil
@@ -552,7 +557,8 @@ public actor WorkloadService {
     /// - Returns: the promise of the write, or nil when the lifecycle forbids the transition.
     @discardableResult
     func transition(
-        _ id: String, to phase: Phase, reason: String, message: String? = nil, _ change: (inout Workload) -> Void = { _ in }
+        _ id: String, to phase: Phase, reason: String, message: String? = nil,
+        _ change: (inout Workload) -> Void = { _ in }
     ) -> Promise<Void>? {
         guard var w = active[id] else { return nil }
         let from = w.phase

@@ -21,5 +21,6 @@ if args.contains("--version") {
     print("shuttle 0.1.0-dev")
     exit(0)
 }
-FileHandle.standardError.write(Data("shuttle: standalone mode is not available yet; run `weaver` (embedded local node)\n".utf8))
+FileHandle.standardError.write(
+    Data("shuttle: standalone mode is not available yet; run `weaver` (embedded local node)\n".utf8))
 exit(2)

@@ -89,7 +89,8 @@ import Testing
 
     @Test(arguments: [
         ("H100", "H100"), ("nvidia h100", "H100"), ("H100-SXM", "H100"), ("H100_NVLINK_80GB", "H100"),
-        ("A100-80GB", "A100-80GB"), ("a100", "A100"), ("RTX_A6000", "RTXA6000"), ("RTX4090", "RTX4090"), ("A100_PCIE_80GB", "A100-80GB"), ("NVIDIA A100-SXM4-40GB", "A100-40GB"),
+        ("A100-80GB", "A100-80GB"), ("a100", "A100"), ("RTX_A6000", "RTXA6000"), ("RTX4090", "RTX4090"),
+        ("A100_PCIE_80GB", "A100-80GB"), ("NVIDIA A100-SXM4-40GB", "A100-40GB"),
     ])
     func gpuModelCanonical(name: String, canonical: String) {
         #expect(GPUModel.canonical(name) == canonical)

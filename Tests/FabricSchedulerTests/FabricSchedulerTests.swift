@@ -199,7 +199,8 @@ let allProviders: Set<String> = ["runpod", "coreweave", "aws", "gcp"]
                     if Int64(o.memoryGiB * 1_073_741_824) < w.resources.memoryBytes { continue }
                     if let g = w.resources.gpu {
                         if o.gpuCount < g.count { continue }
-                        if let m = g.model, !(o.gpuModel.map { GPUModel.satisfies(offered: $0, requested: m) } ?? false) {
+                        if let m = g.model, !(o.gpuModel.map { GPUModel.satisfies(offered: $0, requested: m) } ?? false)
+                        {
                             continue
                         }
                     }

@@ -57,7 +57,8 @@ struct StoreHelperTests {
         var expected = node
         expected.allocated.gpu = nil  // Resources does not encode a zero GPU count
         #expect(try FabricJSON.decode(NodeInfo.self, from: doc) == expected)
-        #expect(try FabricJSON.decode(NodeInfo.self, from: try FabricJSON.encode(makeNode("plain"))) == makeNode("plain"))
+        #expect(
+            try FabricJSON.decode(NodeInfo.self, from: try FabricJSON.encode(makeNode("plain"))) == makeNode("plain"))
     }
 
     @Test("migrations are ordered and a newer database is refused")

@@ -29,7 +29,8 @@ import Testing
         #expect(logs.text.contains("oops\n"))
 
         let events = try await c.get("/v1/workloads/\(id)/events").json["events"] as? [[String: Any]] ?? []
-        #expect(events.map { $0["to"] as? String ?? "" } == ["pending", "scheduled", "starting", "running", "succeeded"])
+        #expect(
+            events.map { $0["to"] as? String ?? "" } == ["pending", "scheduled", "starting", "running", "succeeded"])
         #expect(events.map { $0["seq"] as? Int ?? 0 } == [1, 2, 3, 4, 5])
     }
 
@@ -76,9 +77,14 @@ import Testing
         let cases: [(String, String, String?, Int, String?)] = [
             ("POST", "/v1/workloads", #"{"name":"Bad_Name","command":["true"]}"#, 400, "name"),
             ("POST", "/v1/workloads", #"{"name":"a","command":["true"],"colour":"red"}"#, 400, "colour"),
-            ("POST", "/v1/workloads", #"{"name":"a","command":["true"],"resources":{"cpu":"-1"}}"#, 400, "resources.cpu"),
-            ("POST", "/v1/workloads", #"{"name":"a","command":["true"],"resources":{"gpu":{"count":17}}}"#, 400,
-                "resources.gpu.count"),
+            (
+                "POST", "/v1/workloads", #"{"name":"a","command":["true"],"resources":{"cpu":"-1"}}"#, 400,
+                "resources.cpu"
+            ),
+            (
+                "POST", "/v1/workloads", #"{"name":"a","command":["true"],"resources":{"gpu":{"count":17}}}"#, 400,
+                "resources.gpu.count"
+            ),
             ("POST", "/v1/workloads", #"{"name":"a","#, 400, nil),
             ("GET", "/v1/workloads/wl-nope", nil, 404, "id"),
             ("GET", "/v1/providers/azure/regions", nil, 404, "name"),
@@ -127,7 +133,8 @@ import Testing
         #expect(candidates.contains { $0["node"] as? String == "local" && $0["feasible"] as? Bool == false })
 
         let none = try await c.post(
-            "/v1/workloads?dryRun=true", #"{"name":"huge","command":["true"],"resources":{"gpu":{"count":16,"type":"B200"}}}"#)
+            "/v1/workloads?dryRun=true",
+            #"{"name":"huge","command":["true"],"resources":{"gpu":{"count":16,"type":"B200"}}}"#)
         #expect(none.status == 200)
         #expect(none.json["placement"] is NSNull)
         #expect((none.json["candidates"] as? [[String: Any]])?.allSatisfy { $0["reason"] is String } == true)
@@ -195,7 +202,9 @@ import Testing
     }
 
     @Test func unplaceableWorkloadsWaitWithReasonsAndRunWhenCapacityFrees() async throws {
-        let weaver = try WeaverProcess(args: ["--node-cpu", "1", "--node-memory", "1Gi", "--scheduler-retry-interval", "100ms"])
+        let weaver = try WeaverProcess(args: [
+            "--node-cpu", "1", "--node-memory", "1Gi", "--scheduler-retry-interval", "100ms",
+        ])
         try await weaver.start()
         defer { weaver.stop() }
         let c = weaver.client

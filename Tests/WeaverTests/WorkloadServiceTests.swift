@@ -139,7 +139,8 @@ struct ServiceHarness {
             w.status.node = "local"
             w.status.attempts = 1
             try await store.updateWorkload(
-                w, event: WorkloadEvent(workloadID: id, seq: 0, at: now, from: .pending, to: .running, reason: "Started"))
+                w,
+                event: WorkloadEvent(workloadID: id, seq: 0, at: now, from: .pending, to: .running, reason: "Started"))
         }
         await store.close()
 
