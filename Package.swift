@@ -17,10 +17,12 @@ let package = Package(
         .systemLibrary(name: "CPostgres", path: "Sources/CPostgres", pkgConfig: "libpq"),
         .systemLibrary(name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1"),
         .systemLibrary(name: "CMicroHTTPD", path: "Sources/CMicroHTTPD", pkgConfig: "libmicrohttpd"),
+        .systemLibrary(name: "CNATS", path: "Sources/CNATS"),
         .target(name: "CShims", dependencies: ["CMicroHTTPD", "CSQLite"], path: "Sources/CShims"),
 
         // Pure cores: no I/O, no clock reads, no unseeded randomness.
         .target(name: "FabricCore"),
+        .target(name: "FabricLog"),
         .target(name: "FabricScheduler", dependencies: ["FabricCore"]),
 
         // Shells.
@@ -28,14 +30,15 @@ let package = Package(
         .target(name: "FabricHTTP", dependencies: ["FabricCore", "CMicroHTTPD", "CShims"]),
         .target(name: "FabricProviders", dependencies: ["FabricCore"]),
         .target(name: "FabricRuntime", dependencies: ["FabricCore"]),
+        .target(name: "FabricActors", dependencies: ["FabricCore", "FabricLog", "CNATS"]),
 
         // Composition.
-        .target(name: "Shuttle", dependencies: ["FabricCore", "FabricRuntime"]),
+        .target(name: "Shuttle", dependencies: ["FabricCore", "FabricRuntime", "FabricLog"]),
         .target(
             name: "Weaver",
             dependencies: [
                 "FabricCore", "FabricScheduler", "FabricStore", "FabricHTTP", "FabricProviders", "FabricRuntime",
-                "Shuttle", "CYAML",
+                "Shuttle", "FabricLog", "CYAML",
             ]),
 
         // Thin executables.
@@ -54,6 +57,7 @@ let package = Package(
         .testTarget(name: "FabricHTTPTests", dependencies: ["FabricHTTP"]),
         .testTarget(name: "FabricRuntimeTests", dependencies: ["FabricRuntime"]),
         .testTarget(name: "FabricProvidersTests", dependencies: ["FabricProviders"]),
+        .testTarget(name: "FabricActorsTests", dependencies: ["FabricActors"]),
         .testTarget(name: "WeaverTests", dependencies: ["Weaver"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Weaver"]),
     ]

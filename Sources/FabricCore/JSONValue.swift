@@ -31,15 +31,37 @@ public enum JSONValue: Sendable, Hashable, Decodable {
     }
 
     /// Parses bytes as JSON, or throws a 400-style error that says where the syntax broke.
+    ///
+    /// Uses JSONSerialization (several times faster than JSONDecoder on Linux) and converts its result exactly:
+    /// booleans stay booleans, integers stay integers.
     public static func parse(_ data: Data) throws(FabricError) -> JSONValue {
-        guard !data.isEmpty else { throw FabricError(.invalidArgument, "request body is empty; expected a JSON object") }
+        guard !data.isEmpty else {
+            throw FabricError(.invalidArgument, "request body is empty; expected a JSON object")
+        }
+        let object: Any
         do {
-            return try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch let DecodingError.dataCorrupted(ctx) {
-            let detail = (ctx.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            throw FabricError(.invalidArgument, "malformed JSON: \(detail ?? ctx.debugDescription)")
+            object = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
         } catch {
-            throw FabricError(.invalidArgument, "malformed JSON")
+            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String
+            throw FabricError(.invalidArgument, "malformed JSON" + (detail.map { ": \($0)" } ?? ""))
+        }
+        return convert(object)
+    }
+
+    private static let booleanType = type(of: NSNumber(value: true))
+
+    private static func convert(_ v: Any) -> JSONValue {
+        switch v {
+        case let s as String: return .string(s)
+        case let a as [Any]: return .array(a.map(convert))
+        case let o as [String: Any]: return .object(o.mapValues(convert))
+        case let n as NSNumber:
+            if type(of: n) == booleanType { return .bool(n.boolValue) }
+            switch String(cString: n.objCType) {
+            case "d", "f": return .double(n.doubleValue)
+            default: return .int(n.int64Value)
+            }
+        default: return .null
         }
     }
 

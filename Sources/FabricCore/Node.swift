@@ -66,6 +66,7 @@ public struct Offer: Sendable, Hashable, Codable {
     public var memoryGiB: Double
     public var gpuModel: String?
     public var gpuCount: Int
+    /// Memory of one GPU, in GiB.
     public var gpuMemoryGiB: Int?
     public var onDemandPerHour: Double
     public var spotPerHour: Double?

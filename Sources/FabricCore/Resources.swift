@@ -3,6 +3,8 @@ public enum Limits {
     public static let nameLengthMax = 63
     public static let cpuMillisMax: Int64 = 1_024_000  // 1,024 cores
     public static let memoryBytesMax: Int64 = 64 << 40  // 64 TiB
+    /// Less than this cannot even hold a shell; a request for it is a mistake (e.g. "64" meaning "64Mi").
+    public static let memoryBytesMin: Int64 = 1 << 20  // 1 MiB
     public static let gpuCountMax = 16
     public static let commandArgsMax = 256
     public static let commandBytesMax = 64 << 10
@@ -53,7 +55,9 @@ public enum Quantity {
     }
 
     /// Parses a memory quantity into bytes. `"64Gi"`, `"512Mi"`, `"1G"`, `"1048576"`.
-    public static func parseMemory(_ s: String, field: String) throws(FabricError) -> Int64 {
+    public static func parseMemory(_ s: String, field: String, minimum: Int64 = Limits.memoryBytesMin)
+        throws(FabricError) -> Int64
+    {
         let text = s.trimmingSpaces
         guard !text.isEmpty else { throw .invalid(field, "empty memory quantity") }
         var number = text
@@ -66,6 +70,9 @@ public enum Quantity {
             throw .invalid(field, "invalid memory quantity \"\(s)\": expected e.g. \"64Mi\", \"8Gi\" or \"1G\"")
         }
         guard bytes > 0 else { throw .invalid(field, "memory must be greater than zero, got \"\(s)\"") }
+        guard bytes >= minimum else {
+            throw .invalid(field, "memory \"\(s)\" is below the minimum of 1Mi (a plain number means bytes)")
+        }
         guard bytes <= Limits.memoryBytesMax else {
             throw .invalid(field, "memory \"\(s)\" exceeds the limit of 64Ti")
         }
@@ -170,11 +177,17 @@ public struct Resources: Sendable, Hashable, Codable {
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        do {
-            cpuMillis = try Quantity.parseCPU(try c.decode(String.self, forKey: .cpu), field: "cpu")
-            memoryBytes = try Quantity.parseMemory(try c.decode(String.self, forKey: .memory), field: "memory")
-        } catch let e as FabricError {
-            throw DecodingError.dataCorruptedError(forKey: .cpu, in: c, debugDescription: e.message)
+        // Stored documents may hold zero (a node with nothing allocated); requests are validated elsewhere.
+        func decode(_ key: CodingKeys, _ parse: (String, String) throws(FabricError) -> Int64) throws -> Int64 {
+            let text = try c.decode(String.self, forKey: key)
+            if text == "0" { return 0 }
+            do { return try parse(text, key.rawValue) } catch {
+                throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: error.message)
+            }
+        }
+        cpuMillis = try decode(.cpu, Quantity.parseCPU)
+        memoryBytes = try decode(.memory) { (text, field) throws(FabricError) in
+            try Quantity.parseMemory(text, field: field, minimum: 1)
         }
         gpu = try c.decodeIfPresent(GPUSpec.self, forKey: .gpu)
     }
@@ -196,25 +209,30 @@ public enum GPUModel {
         "RTXA4000": 16, "MI300X": 192,
     ]
 
-    /// The canonical spelling: upper case, without vendor prefix, spaces or the `-SXM`/`-PCIE`/`-NVL` form factor.
+    /// The canonical spelling: upper case, without vendor, form factor (`SXM`, `PCIe`, `NVLink`) or separators;
+    /// memory size is kept only where a model comes in several (`A100-80GB`, `A100-40GB`).
     public static func canonical(_ name: String) -> String {
-        var n = name.uppercased()
-        for prefix in ["NVIDIA ", "NVIDIA-", "AMD ", "AMD-"] where n.hasPrefix(prefix) {
-            n = String(n.dropFirst(prefix.count))
+        let dropped: Set<String> = [
+            "NVIDIA", "AMD", "GEFORCE", "TESLA", "SXM", "SXM4", "SXM5", "PCIE", "NVL", "NVLINK", "HBM3", "HBM3E",
+        ]
+        var tokens: [String] = []
+        var memory: String? = nil
+        for t in name.uppercased().split(whereSeparator: { $0 == "-" || $0 == "_" || $0 == " " }) {
+            let token = String(t)
+            if dropped.contains(token) { continue }
+            if token.hasSuffix("GB"), token.dropLast(2).allSatisfy(\.isNumber) {
+                memory = token
+                continue
+            }
+            tokens.append(token)
         }
-        n = String(n.filter { $0 != " " && $0 != "_" })
-        for suffix in ["-SXM5", "-SXM4", "-SXM", "-PCIE", "-NVL", "-NVLINK", "SXM", "PCIE", "NVL", "NVLINK"]
-        where n.hasSuffix(suffix) {
-            n = String(n.dropLast(suffix.count))
-        }
-        if n.hasSuffix("-80GB"), n.hasPrefix("H100") { n = "H100" }
-        if n == "A100" + "80GB" { n = "A100-80GB" }
-        if n == "A100" + "40GB" { n = "A100-40GB" }
-        if n == "RTXA6000" || n == "A6000" { n = "RTXA6000" }
-        if n == "A5000" { n = "RTXA5000" }
-        if n == "A4000" { n = "RTXA4000" }
-        if n == "4090" || n == "GEFORCERTX4090" { n = "RTX4090" }
-        return n
+        var base = tokens.joined()
+        if base == "A6000" { base = "RTXA6000" }
+        if base == "A5000" { base = "RTXA5000" }
+        if base == "A4000" { base = "RTXA4000" }
+        if base == "4090" { base = "RTX4090" }
+        if base == "A100", let memory { return "A100-" + memory }
+        return base
     }
 
     /// Whether an offered model satisfies a requested one: equal, or the request names the family

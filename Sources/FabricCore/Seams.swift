@@ -84,6 +84,9 @@ public enum RFC3339 {
         guard let y = num(0, 4), let m = num(5, 2), let d = num(8, 2), let h = num(11, 2), let mi = num(14, 2),
             let sec = num(17, 2), (1...12).contains(m), (1...31).contains(d), h < 24, mi < 60, sec < 61
         else { return nil }
+        let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+        let monthDays: [Int64] = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        guard d <= monthDays[Int(m - 1)] else { return nil }
         var milli: Int64 = 0
         if u.count > 20 {
             guard u[19] == UInt8(ascii: "."), u.count >= 22 else { return nil }

@@ -8,9 +8,11 @@ public enum WorkloadSpecParser {
     }
 
     public static func parse(_ json: JSONValue) throws(FabricError) -> WorkloadSpec {
-        let root = try Obj(json, path: "", allowed: [
-            "name", "image", "command", "env", "workingDir", "resources", "placement", "restartPolicy", "labels",
-        ])
+        let root = try Obj(
+            json, path: "",
+            allowed: [
+                "name", "image", "command", "env", "workingDir", "resources", "placement", "restartPolicy", "labels",
+            ])
         let name = try root.string("name", required: true)!
         try validateDNSLabel(name, field: "name")
         var spec = WorkloadSpec(name: name)
@@ -19,14 +21,17 @@ public enum WorkloadSpecParser {
             guard !image.isEmpty, image.utf8.count <= Limits.imageLengthMax,
                 !image.contains(where: { $0 == " " || $0.isNewline })
             else {
-                throw .invalid("image", "image must be a non-empty reference without spaces, at most \(Limits.imageLengthMax) characters")
+                throw .invalid(
+                    "image",
+                    "image must be a non-empty reference without spaces, at most \(Limits.imageLengthMax) characters")
             }
             spec.image = image
         }
         if let command = try root.stringArray("command") {
             guard !command.isEmpty else { throw .invalid("command", "command must not be empty") }
             guard command.count <= Limits.commandArgsMax else {
-                throw .invalid("command", "command has \(command.count) arguments; the limit is \(Limits.commandArgsMax)")
+                throw .invalid(
+                    "command", "command has \(command.count) arguments; the limit is \(Limits.commandArgsMax)")
             }
             guard command.reduce(0, { $0 + $1.utf8.count }) <= Limits.commandBytesMax else {
                 throw .invalid("command", "command is larger than \(Limits.commandBytesMax) bytes")
@@ -46,7 +51,8 @@ public enum WorkloadSpecParser {
             }
             for (k, v) in env {
                 guard isEnvName(k) else {
-                    throw .invalid("env.\(k)", "environment variable names are letters, digits and _, not starting with a digit")
+                    throw .invalid(
+                        "env.\(k)", "environment variable names are letters, digits and _, not starting with a digit")
                 }
                 guard v.utf8.count <= Limits.envValueBytesMax, !v.utf8.contains(0) else {
                     throw .invalid("env.\(k)", "value is larger than \(Limits.envValueBytesMax) bytes or contains NUL")
@@ -62,21 +68,25 @@ public enum WorkloadSpecParser {
         }
         if let r = try root.object("resources", allowed: ["cpu", "memory", "gpu"]) {
             var res = WorkloadSpec.defaultResources
-            if let cpu = try r.quantityString("cpu") { res.cpuMillis = try Quantity.parseCPU(cpu, field: "resources.cpu") }
+            if let cpu = try r.quantityString("cpu") {
+                res.cpuMillis = try Quantity.parseCPU(cpu, field: "resources.cpu")
+            }
             if let mem = try r.quantityString("memory") {
                 res.memoryBytes = try Quantity.parseMemory(mem, field: "resources.memory")
             }
             if let g = try r.object("gpu", allowed: ["count", "type"]) {
                 let count = try g.int("count", required: true)!
                 guard (0...Int64(Limits.gpuCountMax)).contains(count) else {
-                    throw .invalid("resources.gpu.count", "GPU count must be between 0 and \(Limits.gpuCountMax), got \(count)")
+                    throw .invalid(
+                        "resources.gpu.count", "GPU count must be between 0 and \(Limits.gpuCountMax), got \(count)")
                 }
                 let model = try g.string("type")
                 if let model {
                     guard !model.isEmpty, model.count <= 32,
                         model.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == " " })
                     else {
-                        throw .invalid("resources.gpu.type", "GPU type must be a model name like \"H100\" or \"A100-80GB\"")
+                        throw .invalid(
+                            "resources.gpu.type", "GPU type must be a model name like \"H100\" or \"A100-80GB\"")
                     }
                 }
                 res.gpu = count > 0 ? GPUSpec(count: Int(count), model: model) : nil
@@ -112,14 +122,17 @@ public enum WorkloadSpecParser {
             }
             if let max = try p.number("maxPricePerHour") {
                 guard max > 0, max <= Limits.pricePerHourMax, max.isFinite else {
-                    throw .invalid("placement.maxPricePerHour", "maxPricePerHour must be greater than 0 and at most \(Int(Limits.pricePerHourMax))")
+                    throw .invalid(
+                        "placement.maxPricePerHour",
+                        "maxPricePerHour must be greater than 0 and at most \(Int(Limits.pricePerHourMax))")
                 }
                 c.maxPricePerHour = max
             }
             spec.placement = c
         }
         if let policy = try root.string("restartPolicy") {
-            guard let p = RestartPolicy.allCases.first(where: { $0.rawValue.lowercased() == policy.lowercased() }) else {
+            guard let p = RestartPolicy.allCases.first(where: { $0.rawValue.lowercased() == policy.lowercased() })
+            else {
                 throw .invalid("restartPolicy", "restartPolicy must be one of never, onFailure, always")
             }
             spec.restartPolicy = p
@@ -145,7 +158,10 @@ public enum WorkloadSpecParser {
         }
         func alnum(_ c: UInt8) -> Bool { (c >= 97 && c <= 122) || (c >= 48 && c <= 57) }
         guard u.allSatisfy({ alnum($0) || $0 == UInt8(ascii: "-") }), alnum(u.first!), alnum(u.last!) else {
-            throw .invalid(field, "\(field) must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit")
+            throw .invalid(
+                field,
+                "\(field) must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit"
+            )
         }
     }
 
@@ -171,7 +187,8 @@ public enum WorkloadSpecParser {
         guard v.count <= Limits.labelValueLengthMax, v.allSatisfy({ isLabelChar($0) }),
             v.first!.isLetterOrDigitASCII, v.last!.isLetterOrDigitASCII
         else {
-            throw .invalid(field, "label values are at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric")
+            throw .invalid(
+                field, "label values are at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric")
         }
     }
 
@@ -194,10 +211,12 @@ struct Obj {
 
     init(_ v: JSONValue, path: String, allowed: Set<String>) throws(FabricError) {
         guard case .object(let f) = v else {
-            throw FabricError.invalid(path.isEmpty ? "body" : path, "\(path.isEmpty ? "body" : path) must be a JSON object")
+            throw FabricError.invalid(
+                path.isEmpty ? "body" : path, "\(path.isEmpty ? "body" : path) must be a JSON object")
         }
         for key in f.keys.sorted() where !allowed.contains(key) {
-            throw FabricError.invalid(sub(path, key), "unknown field \"\(key)\"; allowed: \(allowed.sorted().joined(separator: ", "))")
+            throw FabricError.invalid(
+                sub(path, key), "unknown field \"\(key)\"; allowed: \(allowed.sorted().joined(separator: ", "))")
         }
         self.fields = f
         self.path = path
@@ -276,7 +295,8 @@ struct Obj {
         var out: [String: String] = [:]
         for (key, e) in o {
             guard case .string(let s) = e else {
-                throw FabricError.invalid("\(field(k)).\(key)", "\(field(k)).\(key) must be a string, got \(e.typeName)")
+                throw FabricError.invalid(
+                    "\(field(k)).\(key)", "\(field(k)).\(key) must be a string, got \(e.typeName)")
             }
             out[key] = s
         }

@@ -99,7 +99,8 @@ public enum Phase: String, Sendable, Hashable, Codable, CaseIterable {
 
     /// Whether the lifecycle allows moving from this phase to `next`.
     public func canTransition(to next: Phase) -> Bool {
-        if isFinal { return false }
+        if self == .deleted { return false }
+        if isFinal { return next == .deleted }  // DELETE of a finished workload
         switch (self, next) {
         case (_, .terminating): return self != .terminating
         case (.terminating, .deleted): return true
@@ -115,6 +116,7 @@ public enum Phase: String, Sendable, Hashable, Codable, CaseIterable {
             return true
         case (.lost, .pending), (.lost, .failed), (.preempted, .pending), (.preempted, .failed): return true
         case (.starting, .succeeded): return true  // a process can exit before it was seen running
+        case (.starting, .pending), (.running, .pending): return true  // restarted by restartPolicy
         default: return false
         }
     }

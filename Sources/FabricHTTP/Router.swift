@@ -30,6 +30,10 @@ public struct Router: HTTPResponder {
     private var nodes = [Node()]
     private var middlewares: [any HTTPMiddleware] = []
 
+    /// Every registered route in registration order, its pattern normalized to `/segment/:name` (empty segments
+    /// dropped). HEAD is not listed: it is answered by the GET handler unless registered itself.
+    public private(set) var routes: [(method: HTTPMethod, pattern: String)] = []
+
     public init() {}
 
     /// Registers `handler` for GET (and HEAD, unless HEAD has its own route) on `pattern`.
@@ -55,7 +59,8 @@ public struct Router: HTTPResponder {
     /// Registers `handler` for `method` on `pattern`; registering the same method and pattern twice is a bug.
     public mutating func on(_ method: HTTPMethod, _ pattern: String, _ handler: @escaping HTTPHandler) {
         var index = 0
-        for segment in Self.segments(of: pattern) {
+        let segments = Self.segments(of: pattern)
+        for segment in segments {
             if segment.hasPrefix(":") {
                 let name = String(segment.dropFirst())
                 precondition(!name.isEmpty, "route \(pattern) has an unnamed parameter")
@@ -79,6 +84,7 @@ public struct Router: HTTPResponder {
         }
         precondition(nodes[index].handler(for: method) == nil, "route \(method) \(pattern) is registered twice")
         nodes[index].handlers.append((method, handler))
+        routes.append((method: method, pattern: "/" + segments.joined(separator: "/")))
     }
 
     /// Appends a middleware; the first added is the outermost.

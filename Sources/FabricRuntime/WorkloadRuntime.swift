@@ -9,8 +9,10 @@ public struct RunRequest: Sendable, Hashable {
     public var workingDir: String?
     public var resources: Resources
 
-    public init(workloadID: String, attempt: Int, command: [String], env: [String: String] = [:],
-                workingDir: String? = nil, resources: Resources) {
+    public init(
+        workloadID: String, attempt: Int, command: [String], env: [String: String] = [:],
+        workingDir: String? = nil, resources: Resources
+    ) {
         self.workloadID = workloadID
         self.attempt = attempt
         self.command = command

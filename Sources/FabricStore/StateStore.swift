@@ -12,8 +12,10 @@ public struct WorkloadFilter: Sendable, Hashable {
     /// Opaque cursor from a previous page's `nextCursor`.
     public var cursor: String?
 
-    public init(phase: Phase? = nil, labels: [String: String] = [:], limit: Int = Limits.listPageSizeDefault,
-                cursor: String? = nil) {
+    public init(
+        phase: Phase? = nil, labels: [String: String] = [:], limit: Int = Limits.listPageSizeDefault,
+        cursor: String? = nil
+    ) {
         self.phase = phase
         self.labels = labels
         self.limit = limit

@@ -78,6 +78,20 @@ struct RouterTests {
         #expect(router.allowedMethods(for: "/nowhere") == nil)
     }
 
+    @Test("routes lists every registered method and pattern in order, normalized, without implicit HEAD")
+    func listsRoutes() {
+        var router = sampleRouter()
+        router.post("//v1//things/:id/") { _ in .text("thing") }
+        let listed = router.routes.map { "\($0.method.rawValue) \($0.pattern)" }
+        #expect(
+            listed == [
+                "GET /v1/workloads", "POST /v1/workloads", "GET /v1/workloads/:id", "DELETE /v1/workloads/:id",
+                "GET /v1/workloads/summary", "GET /v1/workloads/:id/events", "PUT /v1/nodes/:node/labels/:key",
+                "GET /healthz", "POST /v1/things/:id",
+            ])
+        #expect(Router().routes.isEmpty)
+    }
+
     @Test("a thrown FabricError renders with its status, code, message and field")
     func fabricErrors() async throws {
         var router = Router()

@@ -1,0 +1,2 @@
+// Distributed actor systems over NATS and in one process.
+import FabricCore

@@ -1,2 +1,0 @@
-// Placement: feasibility checks, scorers and the placement stack. See Scheduler.swift.
-import FabricCore

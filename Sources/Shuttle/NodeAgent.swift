@@ -1,0 +1,129 @@
+import FabricCore
+import FabricLog
+import FabricRuntime
+
+/// Work sent to a node: run one attempt of a workload.
+public struct Assignment: Sendable, Hashable {
+    public var workloadID: String
+    public var attempt: Int
+    public var spec: WorkloadSpec
+
+    public init(workloadID: String, attempt: Int, spec: WorkloadSpec) {
+        self.workloadID = workloadID
+        self.attempt = attempt
+        self.spec = spec
+    }
+}
+
+/// What a node tells the control plane about a workload attempt.
+public enum NodeReport: Sendable, Hashable {
+    /// The process exists and runs.
+    case started(workloadID: String, attempt: Int)
+    /// It could not be started (program missing, bad working directory, no runtime for an image).
+    case startFailed(workloadID: String, attempt: Int, message: String)
+    /// It ended.
+    case exited(workloadID: String, attempt: Int, status: ExitStatus)
+}
+
+/// The node runner: runs assignments through its runtimes and reports every transition.
+///
+/// Embedded in weaver for now (the local node); the same actor becomes the shuttle process's core once nodes
+/// talk over NATS.
+public actor NodeAgent {
+    public nonisolated let info: NodeInfo
+    public nonisolated let reports: AsyncStream<NodeReport>
+    private let continuation: AsyncStream<NodeReport>.Continuation
+    private let runtimes: [RuntimeKind: any WorkloadRuntime]
+    private let logger: Logger
+    /// Attempts this node watches: workload ID -> attempt.
+    private var watching: [String: Int] = [:]
+    /// Attempts stopped before they started (`id#attempt`): a late `run` for them must not start anything.
+    private var cancelled: Set<String> = []
+    static let cancelledMax = 10_000
+
+    public init(info: NodeInfo, runtimes: [any WorkloadRuntime], logger: Logger) {
+        self.info = info
+        var byKind: [RuntimeKind: any WorkloadRuntime] = [:]
+        for r in runtimes { byKind[r.kind] = r }
+        self.runtimes = byKind
+        self.logger = logger
+        (reports, continuation) = AsyncStream.makeStream(of: NodeReport.self, bufferingPolicy: .unbounded)
+    }
+
+    /// Starts an assignment and watches it until it exits. Reports `started` or `startFailed`, later `exited`.
+    public func run(_ a: Assignment) async {
+        if cancelled.remove("\(a.workloadID)#\(a.attempt)") != nil {
+            continuation.yield(
+                .startFailed(workloadID: a.workloadID, attempt: a.attempt, message: "deleted before it started"))
+            return
+        }
+        guard let runtime = runtimes[a.spec.runtimeKind] else {
+            let msg = "node \(info.name) has no \(a.spec.runtimeKind.rawValue) runtime (containerd is not configured)"
+            continuation.yield(.startFailed(workloadID: a.workloadID, attempt: a.attempt, message: msg))
+            return
+        }
+        let request = RunRequest(
+            workloadID: a.workloadID, attempt: a.attempt, command: a.spec.command ?? [], env: a.spec.env,
+            workingDir: a.spec.workingDir, resources: a.spec.resources)
+        do {
+            try await runtime.start(request)
+        } catch {
+            let msg = (error as? FabricError)?.message ?? "\(error)"
+            logger.warn("start failed", ["workload": a.workloadID, "attempt": a.attempt, "error": msg])
+            continuation.yield(.startFailed(workloadID: a.workloadID, attempt: a.attempt, message: msg))
+            return
+        }
+        logger.info("started", ["workload": a.workloadID, "attempt": a.attempt])
+        continuation.yield(.started(workloadID: a.workloadID, attempt: a.attempt))
+        watch(a.workloadID, attempt: a.attempt, runtime: runtime)
+    }
+
+    /// Looks for a workload after the control plane restarted; a running one is watched again (adopted).
+    public func recover(workloadID: String, attempt: Int, kind: RuntimeKind) async -> RecoveredState {
+        guard let runtime = runtimes[kind] else { return .missing(reason: "node has no \(kind.rawValue) runtime") }
+        let state = await runtime.recover(workloadID: workloadID)
+        if case .running = state {
+            logger.info("adopted", ["workload": workloadID, "attempt": attempt])
+            watch(workloadID, attempt: attempt, runtime: runtime)
+        }
+        return state
+    }
+
+    /// Stops a workload: SIGTERM to its process group, SIGKILL after `grace`. Returns once it is gone, with how
+    /// it ended when it had started (nil when it never did).
+    @discardableResult
+    public func stop(workloadID: String, attempt: Int, kind: RuntimeKind, grace: Duration) async -> ExitStatus? {
+        if watching[workloadID] != attempt {
+            if cancelled.count >= Self.cancelledMax { cancelled.removeAll() }
+            cancelled.insert("\(workloadID)#\(attempt)")
+        }
+        guard let runtime = runtimes[kind] else { return nil }
+        await runtime.stop(workloadID: workloadID, grace: grace)
+        if case .exited(let status) = await runtime.recover(workloadID: workloadID) { return status }
+        return nil
+    }
+
+    /// The tail of a workload's combined output.
+    public func logs(workloadID: String, kind: RuntimeKind, tailBytes: Int?) async throws -> [UInt8] {
+        guard let runtime = runtimes[kind] else { return [] }
+        return try await runtime.logs(workloadID: workloadID, tailBytes: tailBytes)
+    }
+
+    /// Stops reporting (shutdown). Running workloads keep running under their monitors.
+    public func finish() { continuation.finish() }
+
+    private func watch(_ id: String, attempt: Int, runtime: any WorkloadRuntime) {
+        guard watching[id] != attempt else { return }
+        watching[id] = attempt
+        Task {
+            let status = await runtime.waitForExit(workloadID: id)
+            self.exited(id, attempt: attempt, status: status)
+        }
+    }
+
+    private func exited(_ id: String, attempt: Int, status: ExitStatus) {
+        if watching[id] == attempt { watching[id] = nil }
+        logger.info("exited", ["workload": id, "attempt": attempt, "status": "\(status)"])
+        continuation.yield(.exited(workloadID: id, attempt: attempt, status: status))
+    }
+}

@@ -1,3 +1,0 @@
-// The node runner: capacity, assignments, runtimes.
-import FabricCore
-import FabricRuntime

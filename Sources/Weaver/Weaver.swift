@@ -1,2 +1,0 @@
-// Composition of the control plane.
-import FabricCore

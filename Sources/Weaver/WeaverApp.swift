@@ -1,0 +1,207 @@
+import FabricCore
+import FabricHTTP
+import FabricLog
+import FabricProviders
+import FabricRuntime
+import FabricStore
+import Foundation
+import Shuttle
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The real wall clock (the shell's one source of time for timestamps).
+public struct SystemWallClock: WallClock {
+    public init() {}
+    public func now() -> Timestamp {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Timestamp(millisecondsSinceEpoch: Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000)
+    }
+}
+
+/// The composed control plane: store, workload service with its local node, provider catalog and HTTP API.
+///
+/// `main` and the tests build it the same way, from `Settings`.
+public final class WeaverApp: Sendable {
+    public static let version = SettingsLoader.defaultVersion
+
+    public let settings: Settings
+    public let service: WorkloadService
+    public let store: any StateStore
+    public let server: HTTPServer
+    public let router: Router
+    let logger: Logger
+
+    init(
+        settings: Settings, service: WorkloadService, store: any StateStore, server: HTTPServer, router: Router,
+        logger: Logger
+    ) {
+        self.settings = settings
+        self.service = service
+        self.store = store
+        self.server = server
+        self.router = router
+        self.logger = logger
+    }
+
+    /// Opens the store (running migrations), loads the catalog, registers the local node and recovers every
+    /// unfinished workload. Does not listen yet: `run()` does.
+    public static func build(
+        settings: Settings, logger: Logger, clock: any WallClock = SystemWallClock(), ids: (any IDGenerator)? = nil
+    ) async throws -> WeaverApp {
+        let dataDir = settings.data.dir
+        do {
+            try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        } catch {
+            throw FabricError(
+                .failedPrecondition, "cannot create data.dir \(dataDir): \(error.localizedDescription)",
+                field: "data.dir")
+        }
+        let store: any StateStore
+        let storeKind: String
+        switch settings.database.kind {
+        case .sqlite:
+            let path = (dataDir as NSString).appendingPathComponent("fabric.db")
+            store = try await SQLiteStore(path: path)
+            storeKind = "sqlite"
+            logger.info("store open", ["kind": "sqlite", "path": path])
+        case .postgres:
+            store = try await openPostgres(settings.database)
+            storeKind = "postgres"
+            logger.info("store open", ["kind": "postgres", "database": settings.database.redactedTarget])
+        }
+
+        let catalog: OfferCatalog
+        do { catalog = try OfferCatalog.active(file: settings.catalog.file) } catch {
+            throw FabricError(.invalidArgument, "catalog.file: \(error.message)", field: "catalog.file")
+        }
+        let providers = ProviderService(
+            catalog: catalog, entries: providerEntries(settings.providers), clock: clock)
+
+        var options = WorkloadServiceOptions()
+        options.retryInterval = settings.scheduler.retryInterval
+        options.stopGrace = settings.runtime.stopGrace
+        options.persistLanes = max(4, settings.database.poolSize)  // pipelines writes; SQLite still has one writer
+        let idGenerator = ids ?? SeededIDGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        let service = WorkloadService(
+            store: store, clock: clock, ids: idGenerator, logger: logger.with(component: "workloads"),
+            options: options, offerView: { providers.offerView })
+
+        if settings.node.enabled {
+            let runtime = ProcessRuntime(
+                root: (dataDir as NSString).appendingPathComponent("workloads"),
+                monitorPath: settings.runtime.monitorPath.isEmpty ? nil : settings.runtime.monitorPath,
+                logBytesMax: settings.runtime.logBytesMax)
+            let detected = RuntimeCapacity.detect()
+            var capacity = detected
+            if let cpu = settings.node.cpuMillis { capacity.cpuMillis = cpu }
+            if let mem = settings.node.memoryBytes { capacity.memoryBytes = mem }
+            let info = NodeInfo(
+                id: settings.node.name, name: settings.node.name, provider: "local", region: settings.node.region,
+                machineType: "local", capacity: capacity, labels: settings.node.labels, runtimes: [.process],
+                pricePerHour: settings.node.pricePerHour, registeredAt: clock.now())
+            let agent = NodeAgent(info: info, runtimes: [runtime], logger: logger.with(component: "node"))
+            try await service.register(agent)
+        }
+        try await service.start()
+
+        let api = WeaverAPI(
+            service: service, providers: providers, store: store, storeKind: storeKind, clock: clock,
+            startedAt: clock.now(), version: version)
+        let router = api.router()
+        let access = logger.with(component: "http")
+        let server = HTTPServer(
+            settings: HTTPServerSettings(
+                address: settings.server.address.description, threadCount: settings.server.threads,
+                bodyBytesMax: settings.server.bodyBytesMax, connectionsMax: settings.server.connectionsMax),
+            responder: router,
+            accessLog: { e in
+                access.debug(
+                    "\(e.method) \(e.path)",
+                    ["status": e.status, "ms": Double(e.duration.components.attoseconds / 1_000_000_000_000) / 1000])
+            })
+        return WeaverApp(
+            settings: settings, service: service, store: store, server: server, router: router, logger: logger)
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops accepting, finishes in-flight requests, flushes the store.
+    /// Workloads keep running under their monitors and are adopted at the next start.
+    public func run() async throws {
+        try server.start()
+        logger.info("weaver listening", ["address": settings.server.address.description, "port": server.port])
+        await Self.waitForTerminationSignal()
+        logger.info("shutting down; running workloads keep running and are adopted at the next start")
+        await server.shutdown()
+        await service.shutdown()
+        await store.close()
+        logger.info("stopped")
+    }
+
+    static func providerEntries(_ p: Settings.Providers) -> [ProviderService.Entry] {
+        [
+            .init(name: .k8s, enabled: p.k8s.enabled, hasCredentials: !p.k8s.kubeconfig.isEmpty),
+            .init(name: .runpod, enabled: p.runpod.enabled, hasCredentials: !p.runpod.apiKey.exposedValue.isEmpty),
+            .init(name: .coreweave, enabled: p.coreweave.enabled, hasCredentials: !p.coreweave.kubeconfig.isEmpty),
+            .init(
+                name: .aws, enabled: p.aws.enabled,
+                hasCredentials: !p.aws.accessKeyID.isEmpty && !p.aws.secretAccessKey.exposedValue.isEmpty),
+            .init(name: .gcp, enabled: p.gcp.enabled, hasCredentials: !p.gcp.credentialsFile.isEmpty),
+        ]
+    }
+
+    static func waitForTerminationSignal() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let once = SignalOnce(c)
+            for sig in [SIGINT, SIGTERM] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { once.fire() }
+                source.resume()
+                once.keep(source)
+            }
+        }
+    }
+}
+
+/// Resumes a continuation on the first signal only.
+final class SignalOnce: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<Void, Never>?
+    private var sources: [any DispatchSourceSignal] = []
+
+    init(_ c: CheckedContinuation<Void, Never>) { continuation = c }
+
+    func keep(_ s: any DispatchSourceSignal) {
+        lock.lock()
+        sources.append(s)
+        lock.unlock()
+    }
+
+    func fire() {
+        lock.lock()
+        let c = continuation
+        continuation = nil
+        lock.unlock()
+        c?.resume()
+    }
+}
+
+extension WeaverApp {
+    /// Connects to PostgreSQL from `database.url`, or from host/port/user/password/database.
+    static func openPostgres(_ db: Settings.Database) async throws -> PostgresStore {
+        if !db.url.isEmpty { return try await PostgresStore(url: db.url, poolSize: db.poolSize) }
+        let password = db.password.exposedValue
+        return try await PostgresStore(
+            host: db.host, port: db.port, user: db.user, password: password.isEmpty ? nil : password,
+            database: db.database, poolSize: db.poolSize)
+    }
+}
+
+extension Settings.Database {
+    /// Where the database is, for logs: the URL with its password masked, or user@host:port/database.
+    var redactedTarget: String {
+        url.isEmpty ? "\(user)@\(host):\(port)/\(database)" : SettingText.redactURL(url)
+    }
+}

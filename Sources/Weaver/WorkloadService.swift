@@ -1,0 +1,653 @@
+import FabricCore
+import FabricLog
+import FabricRuntime
+import FabricScheduler
+import FabricStore
+import Foundation
+import Shuttle
+import Synchronization
+
+/// Offers and provider state the scheduler may use for dry runs (and, later, provisioning).
+public struct OfferView: Sendable {
+    public var offers: [Offer]
+    public var enabledProviders: Set<String>
+
+    public init(offers: [Offer], enabledProviders: Set<String>) {
+        self.offers = offers
+        self.enabledProviders = enabledProviders
+    }
+}
+
+/// Tunables of the workload service, with the defaults weaver runs with.
+public struct WorkloadServiceOptions: Sendable {
+    /// How often pending workloads are tried again without a trigger (retry backoffs expire on these ticks).
+    public var retryInterval: Duration = .seconds(2)
+    /// SIGTERM to SIGKILL on DELETE.
+    public var stopGrace: Duration = .seconds(10)
+    /// The most workloads waiting to be placed; more are refused with 429.
+    public var pendingMax = 100_000
+    /// Restart backoff: base doubled per attempt, capped.
+    public var restartBackoffBase: Duration = .seconds(1)
+    public var restartBackoffMax: Duration = .seconds(60)
+    /// Store write lanes (parallel writers).
+    public var persistLanes = 4
+
+    public init() {}
+}
+
+/// Scheduler figures for `GET /v1/scheduler/status`.
+public struct SchedulerStatus: Sendable, Codable, Hashable {
+    public struct PendingWorkload: Sendable, Codable, Hashable {
+        public var id: String
+        public var name: String
+        public var since: Timestamp
+        public var reasons: [String: Int]
+    }
+    public var pending: Int
+    public var active: Int
+    public var placementsTotal: Int
+    public var passes: Int
+    public var lastPassAt: Timestamp?
+    public var lastPassMicros: Int
+    public var storeBacklog: Int
+    /// The oldest pending workloads (at most 20) and why they wait.
+    public var oldestPending: [PendingWorkload]
+}
+
+/// The control plane's workload controller: accepts workloads, places them, drives their lifecycle, and
+/// recovers after a restart.
+///
+/// All state changes happen synchronously inside the actor (so capacity is never counted twice, even under
+/// many concurrent requests) and are then written to the store in order through a `PersistQueue`. A workload
+/// is handed to a node only after its `starting` state is stored, so a crash can never run it twice.
+public actor WorkloadService {
+    let store: any StateStore
+    let clock: any WallClock
+    let ids: any IDGenerator
+    let stack: PlacementStack
+    let logger: Logger
+    let options: WorkloadServiceOptions
+    let offerView: @Sendable () -> OfferView
+    let persist: PersistQueue
+    /// JSON documents of unfinished (and just finished) workloads, readable without entering the actor.
+    public nonisolated let documents = DocumentCache()
+
+    /// Nodes by ID, with their allocations (rebuilt from active workloads at start).
+    var nodes: [String: NodeInfo] = [:]
+    var agents: [String: NodeAgent] = [:]
+    /// Every workload not in a final phase. Final ones live only in the store.
+    var active: [String: Workload] = [:]
+    /// Pending workload IDs, oldest first; may hold IDs that left `pending` (compacted on full passes).
+    var pendingOrder: [String] = []
+    /// The workloads pending now.
+    var pendingSet: Set<String> = []
+    /// Pending workloads not yet judged against the current capacity (new, restarted, or backing off).
+    var fresh: [String] = []
+    /// Set when capacity grew (a release, a new node, a tick): the next pass judges every pending workload.
+    /// Placements only shrink capacity, so between such events only fresh workloads need judging, which keeps
+    /// a submission O(1) however many workloads wait.
+    var fullPassNeeded = true
+    var retryAfter: [String: Timestamp] = [:]
+    /// Workloads that just reached a final phase, kept until that write is stored, so reads see it at once.
+    var finishing: [String: Workload] = [:]
+
+    var passRunning = false
+    var passRequested = false
+    var placementsTotal = 0
+    var passes = 0
+    var lastPassAt: Timestamp?
+    var lastPassMicros = 0
+    var tickTask: Task<Void, Never>?
+
+    public init(
+        store: any StateStore, clock: any WallClock, ids: any IDGenerator, logger: Logger,
+        options: WorkloadServiceOptions = .init(), stack: PlacementStack = PlacementStack(),
+        offerView: @escaping @Sendable () -> OfferView = { OfferView(offers: [], enabledProviders: []) }
+    ) {
+        self.store = store
+        self.clock = clock
+        self.ids = ids
+        self.logger = logger
+        self.options = options
+        self.stack = stack
+        self.offerView = offerView
+        self.persist = PersistQueue(store: store, lanes: options.persistLanes, logger: logger)
+    }
+
+    // MARK: - Nodes
+
+    /// Registers a node and its agent, and starts consuming the agent's reports.
+    public func register(_ agent: NodeAgent) async throws {
+        var info = agent.info
+        info.lastHeartbeat = clock.now()
+        nodes[info.id] = info
+        agents[info.id] = agent
+        fullPassNeeded = true
+        try await store.upsertNode(info)
+        logger.info(
+            "node registered",
+            [
+                "node": info.id, "cpu": Quantity.formatCPU(info.capacity.cpuMillis),
+                "memory": Quantity.formatMemory(info.capacity.memoryBytes), "gpus": info.capacity.gpuCount,
+            ])
+        Task { [weak self] in
+            for await report in agent.reports { await self?.handle(report, from: info.id) }
+        }
+    }
+
+    public func listNodes() -> [NodeInfo] { nodes.values.sorted { $0.id < $1.id } }
+    public func node(id: String) -> NodeInfo? { nodes[id] }
+
+    // MARK: - Start and recovery
+
+    /// Loads every unfinished workload from the store and reconciles it with what the nodes really run:
+    /// running processes are adopted, ones that ended while weaver was down get their exit recorded, vanished
+    /// ones are marked lost (then restarted or failed by policy). Then scheduling starts.
+    public func start() async throws {
+        let rows = try await store.activeWorkloads().sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+        var adopted = 0
+        var lost = 0
+        for w in rows {
+            setActive(w)
+            switch w.phase {
+            case .pending:
+                enqueuePending(w.id)
+            case .lost, .preempted:
+                applyRestartPolicy(w.id, succeeded: false, reason: "Lost", message: w.status.message)
+            case .scheduled, .provisioning, .starting, .running, .terminating:
+                guard let nodeID = w.status.node, let agent = agents[nodeID] else {
+                    markLost(w.id, message: "node \(w.status.node ?? "?") is not registered after restart")
+                    lost += 1
+                    continue
+                }
+                let state = await agent.recover(
+                    workloadID: w.id, attempt: w.status.attempts, kind: w.spec.runtimeKind)
+                switch state {
+                case .running:
+                    allocate(w.spec.resources, on: nodeID)
+                    adopted += 1
+                    if w.phase == .terminating {
+                        stopLater(w.id, nodeID: nodeID)
+                    } else if w.phase != .running {
+                        transition(w.id, to: .running, reason: "Adopted", message: "running after weaver restart") {
+                            $0.status.startedAt = $0.status.startedAt ?? self.clock.now()
+                        }
+                    }
+                case .exited(let status):
+                    if w.phase == .terminating {
+                        finishDeletion(w.id, status: status)
+                    } else {
+                        recordExit(w.id, status: status, note: " while weaver was down")
+                    }
+                case .missing(let why):
+                    if w.phase == .terminating {
+                        finishDeletion(w.id, status: nil)
+                    } else if w.phase == .scheduled || w.phase == .provisioning {
+                        // Never handed to the node (its `starting` was not stored): place it again.
+                        transition(w.id, to: .pending, reason: "Rescheduled", message: "not started before restart") {
+                            $0.status.node = nil
+                            $0.status.placement = nil
+                        }
+                        enqueuePending(w.id)
+                    } else {
+                        markLost(w.id, message: why)
+                        lost += 1
+                    }
+                }
+            case .succeeded, .failed, .deleted:
+                setActive(nil, id: w.id)
+            }
+        }
+        logger.info(
+            "recovered state", ["workloads": rows.count, "adopted": adopted, "lost": lost, "pending": pendingSet.count])
+        let interval = options.retryInterval
+        tickTask = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                await self?.tick()
+            }
+        }
+        schedulePass()
+    }
+
+    /// Stops the periodic scheduler and waits for queued store writes (bounded).
+    public func shutdown() async {
+        tickTask?.cancel()
+        for a in agents.values { await a.finish() }
+        persist.finish()
+        for _ in 0..<100 where persist.backlog > 0 { try? await Task.sleep(for: .milliseconds(20)) }
+    }
+
+    // MARK: - API operations
+
+    /// Accepts a workload: stores it as pending (answered once durable) and places it when it fits.
+    public func submit(_ spec: WorkloadSpec) async throws -> Workload {
+        try await accept(spec).workload
+    }
+
+    /// `submit`, also returning the stored workload's JSON document (what `POST /v1/workloads` answers).
+    public func submitEncoded(_ spec: WorkloadSpec) async throws -> Data {
+        try await accept(spec).document
+    }
+
+    func accept(_ spec: WorkloadSpec) async throws -> (workload: Workload, document: Data) {
+        guard pendingSet.count < options.pendingMax else {
+            throw FabricError(.resourceExhausted, "\(pendingSet.count) workloads are already pending; try again later")
+        }
+        let now = clock.now()
+        var w = Workload(
+            id: ids.next(prefix: "wl"), spec: spec,
+            status: WorkloadStatus(phase: .pending, reason: "Created", message: "waiting to be placed"), createdAt: now)
+        // Judge it now: one that fits nowhere is stored with its reasons in one write instead of two.
+        let decision = stack.select(PlacementSnapshot(nodes: sortedNodes, includeOffers: false), spec)
+        if decision.placement == nil {
+            w.status.pendingReasons = decision.filtered
+            w.status.reason = "NoFeasibleCandidate"
+            w.status.message = Self.describe(decision.filtered)
+        }
+        let event = WorkloadEvent(workloadID: w.id, seq: 1, at: now, from: nil, to: .pending, reason: "Created")
+        let document = try FabricJSON.encode(w)
+        let stored = persist.enqueue(.create(w, event))
+        setActive(w, document: document)
+        enqueuePending(w.id)
+        if decision.placement == nil { fresh.removeLast() }  // already judged against the current capacity
+        schedulePass()  // its writes queue behind the create, on the same lane
+        do {
+            try await stored.value()
+        } catch {
+            // Undo: nothing of it may run or hold capacity. Writes queued after the create fail as not found.
+            release(w.id)
+            setActive(nil, id: w.id)
+            pendingSet.remove(w.id)
+            logger.error("workload not stored", ["workload": w.id, "error": error])
+            let detail = (error as? FabricError)?.message ?? "\(error)"
+            throw FabricError(.unavailable, "the workload could not be stored: \(detail)")
+        }
+        logger.info("accepted", ["workload": w.id, "name": spec.name])
+        return (w, document)
+    }
+
+    var sortedNodes: [NodeInfo] { nodes.values.sorted { $0.id < $1.id } }
+
+    /// Sets (or clears) a workload's in-memory state and its cached JSON document.
+    func setActive(_ w: Workload?, id: String? = nil, document: Data? = nil) {
+        guard let key = w?.id ?? id else { return }
+        active[key] = w
+        if let w {
+            documents.set(key, document ?? (try? FabricJSON.encode(w)))
+        } else if finishing[key] == nil {
+            documents.set(key, nil)
+        }
+    }
+
+    /// The placement plan for a spec, with every candidate, storing nothing.
+    public func dryRun(_ spec: WorkloadSpec) -> PlacementDecision {
+        let view = offerView()
+        let snapshot = PlacementSnapshot(
+            nodes: nodes.values.sorted { $0.id < $1.id }, offers: view.offers,
+            enabledProviders: view.enabledProviders, includeOffers: true)
+        return stack.select(snapshot, spec)
+    }
+
+    /// One workload: the in-memory state for unfinished ones, else the stored record.
+    public func get(_ id: String) async throws -> Workload {
+        if let w = active[id] ?? finishing[id] { return w }
+        guard let w = try await store.workload(id: id) else { throw notFound(id) }
+        return w
+    }
+
+    /// Deletes a workload: pending ones at once; placed ones after SIGTERM (then SIGKILL after the grace).
+    public func delete(_ id: String) async throws -> Workload {
+        guard let w = active[id] else {
+            guard var stored = try await store.workload(id: id) else { throw notFound(id) }
+            guard stored.phase != .deleted else { return stored }
+            stored.version += 1
+            stored.updatedAt = clock.now()
+            let from = stored.phase
+            stored.status.phase = .deleted
+            stored.status.reason = "Deleted"
+            stored.status.message = "deleted after it \(from.rawValue)"
+            let e = WorkloadEvent(
+                workloadID: id, seq: 0, at: stored.updatedAt, from: from, to: .deleted, reason: "Deleted")
+            try await store.updateWorkload(stored, event: e)
+            return stored
+        }
+        switch w.phase {
+        case .pending, .lost, .preempted:
+            pendingSet.remove(id)
+            retryAfter[id] = nil
+            if w.phase != .pending {
+                transition(id, to: .failed, reason: "Deleted", message: "deleted before it was placed again")
+            }
+            transition(id, to: .deleted, reason: "Deleted", message: "deleted before it was placed")
+        case .terminating:
+            break
+        default:
+            transition(id, to: .terminating, reason: "DeleteRequested", message: "stopping (SIGTERM, then SIGKILL)")
+            if let node = w.status.node { stopLater(id, nodeID: node) } else { finishDeletion(id, status: nil) }
+        }
+        return try await get(id)
+    }
+
+    /// The tail of a workload's output, from the node that runs (or ran) it.
+    public func logs(_ id: String, tailBytes: Int?) async throws -> [UInt8] {
+        let w = try await get(id)
+        guard let nodeID = w.status.node, let agent = agents[nodeID] else { return [] }
+        return try await agent.logs(workloadID: id, kind: w.spec.runtimeKind, tailBytes: tailBytes)
+    }
+
+    public func schedulerStatus() -> SchedulerStatus {
+        var oldest: [SchedulerStatus.PendingWorkload] = []
+        for id in pendingOrder where oldest.count < 20 && pendingSet.contains(id) {
+            guard let w = active[id], !oldest.contains(where: { $0.id == id }) else { continue }
+            oldest.append(.init(id: id, name: w.name, since: w.updatedAt, reasons: w.status.pendingReasons ?? [:]))
+        }
+        return SchedulerStatus(
+            pending: pendingSet.count, active: active.count, placementsTotal: placementsTotal, passes: passes,
+            lastPassAt: lastPassAt, lastPassMicros: lastPassMicros, storeBacklog: persist.backlog,
+            oldestPending: oldest)
+    }
+
+    // MARK: - Scheduling
+
+    /// Tries to place every pending workload, oldest first, on registered nodes. Never re-entered: a trigger
+    /// during a pass makes the pass run once more.
+    func schedulePass() {
+        guard !passRunning else {
+            passRequested = true
+            return
+        }
+        passRunning = true
+        defer { passRunning = false }
+        repeat {
+            passRequested = false
+            let started = ContinuousClock.now
+            let now = clock.now()
+            let judge: [String]
+            if fullPassNeeded {
+                var seen = Set<String>()
+                pendingOrder = pendingOrder.filter { pendingSet.contains($0) && seen.insert($0).inserted }
+                judge = pendingOrder
+                fullPassNeeded = false
+            } else {
+                judge = fresh
+            }
+            fresh = []
+            var snapshot = PlacementSnapshot(nodes: nodes.values.sorted { $0.id < $1.id }, includeOffers: false)
+            for id in judge {
+                guard pendingSet.contains(id), let w = active[id], w.phase == .pending else { continue }
+                if let t = retryAfter[id], t > now {
+                    fresh.append(id)  // judged again on later passes until its backoff ends
+                    continue
+                }
+                let d = stack.select(snapshot, w.spec)
+                guard let placement = d.placement, let nodeID = placement.node else {
+                    if w.status.pendingReasons != d.filtered {
+                        let msg = Self.describe(d.filtered)
+                        update(id) {
+                            $0.status.pendingReasons = d.filtered
+                            $0.status.reason = "NoFeasibleCandidate"
+                            $0.status.message = msg
+                        }
+                        logger.info("cannot place", ["workload": id, "reasons": msg])
+                    }
+                    continue
+                }
+                retryAfter[id] = nil
+                pendingSet.remove(id)
+                allocate(w.spec.resources, on: nodeID)
+                if let i = snapshot.nodes.firstIndex(where: { $0.id == nodeID }), let n = nodes[nodeID] {
+                    snapshot.nodes[i] = n
+                }
+                placementsTotal += 1
+                let attempt = w.status.attempts + 1
+                transition(id, to: .scheduled, reason: "Scheduled", message: "placed on node \(nodeID)") {
+                    $0.status.node = nodeID
+                    $0.status.placement = placement
+                    $0.status.pendingReasons = nil
+                }
+                let stored = transition(id, to: .starting, reason: "Starting", message: "attempt \(attempt)") {
+                    $0.status.attempts = attempt
+                    $0.status.exitCode = nil
+                    $0.status.signal = nil
+                    $0.status.finishedAt = nil
+                }
+                logger.info(
+                    "placed", ["workload": id, "node": nodeID, "price": placement.pricePerHour, "attempt": attempt])
+                if let stored, let agent = agents[nodeID] {
+                    let assignment = Assignment(workloadID: id, attempt: attempt, spec: w.spec)
+                    Task { [weak self] in
+                        do { try await stored.value() } catch { return }
+                        guard await self?.stillStarting(id, attempt: attempt) == true else { return }
+                        await agent.run(assignment)
+                    }
+                }
+            }
+            passes += 1
+            lastPassAt = now
+            let elapsed = ContinuousClock.now - started
+            lastPassMicros = Int(
+                elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)
+        } while passRequested
+    }
+
+    /// The periodic pass: judges every pending workload again.
+    func tick() {
+        fullPassNeeded = true
+        schedulePass()
+    }
+
+    func stillStarting(_ id: String, attempt: Int) -> Bool {
+        active[id]?.phase == .starting && active[id]?.status.attempts == attempt
+    }
+
+    // MARK: - Node reports
+
+    func handle(_ report: NodeReport, from nodeID: String) {
+        switch report {
+        case .started(let id, let attempt):
+            guard let w = active[id], w.status.attempts == attempt, w.phase == .starting else { return }
+            transition(id, to: .running, reason: "Started", message: "running on node \(nodeID)") {
+                $0.status.startedAt = self.clock.now()
+            }
+        case .startFailed(let id, let attempt, let message):
+            guard let w = active[id], w.status.attempts == attempt else { return }
+            if w.phase == .terminating {
+                finishDeletion(id, status: nil)
+                return
+            }
+            release(id)
+            transition(id, to: .failed, reason: "StartFailed", message: message) {
+                $0.status.finishedAt = self.clock.now()
+            }
+            schedulePass()
+        case .exited(let id, let attempt, let status):
+            guard let w = active[id], w.status.attempts == attempt else { return }
+            if w.phase == .terminating {
+                finishDeletion(id, status: status)
+            } else {
+                recordExit(id, status: status, note: "")
+            }
+        }
+    }
+
+    /// Records how an attempt ended, frees its capacity, and restarts or finishes it by policy.
+    func recordExit(_ id: String, status: ExitStatus, note: String) {
+        release(id)
+        update(id) {
+            switch status {
+            case .exited(let code):
+                $0.status.exitCode = code
+                $0.status.signal = nil
+            case .signaled(let sig):
+                $0.status.exitCode = nil
+                $0.status.signal = sig
+            }
+            $0.status.finishedAt = self.clock.now()
+        }
+        let message: String
+        switch status {
+        case .exited(let code): message = "exited with code \(code)\(note)"
+        case .signaled(let sig): message = "killed by signal \(sig)\(note)"
+        }
+        applyRestartPolicy(id, succeeded: status.succeeded, reason: "Exited", message: message)
+        schedulePass()
+    }
+
+    /// After an attempt ended or was lost: back to pending (with backoff) when the policy says so, else final.
+    func applyRestartPolicy(_ id: String, succeeded: Bool, reason: String, message: String?) {
+        guard let w = active[id] else { return }
+        let policy = w.spec.restartPolicy
+        let restart =
+            (policy == .always || (policy == .onFailure && !succeeded)) && w.status.attempts < Limits.restartsMax
+        if restart {
+            let backoff = min(
+                options.restartBackoffBase * (1 << min(max(w.status.attempts - 1, 0), 16)), options.restartBackoffMax)
+            retryAfter[id] = clock.now().adding(backoff)
+            transition(
+                id, to: .pending, reason: "Restarting",
+                message:
+                    "\(message ?? reason); restart \(w.status.attempts) of \(Limits.restartsMax) by policy \(policy.rawValue)"
+            ) {
+                $0.status.node = nil
+                $0.status.placement = nil
+            }
+            enqueuePending(id)
+        } else if w.phase == .lost || w.phase == .preempted {
+            transition(id, to: .failed, reason: reason, message: message)
+        } else {
+            transition(id, to: succeeded ? .succeeded : .failed, reason: reason, message: message)
+        }
+    }
+
+    func markLost(_ id: String, message: String) {
+        release(id)
+        transition(id, to: .lost, reason: "Lost", message: message) { $0.status.finishedAt = self.clock.now() }
+        logger.warn("workload lost", ["workload": id, "reason": message])
+        applyRestartPolicy(id, succeeded: false, reason: "Lost", message: message)
+    }
+
+    func stopLater(_ id: String, nodeID: String) {
+        guard let agent = agents[nodeID], let w = active[id] else { return }
+        let grace = options.stopGrace
+        Task { [weak self] in
+            let status = await agent.stop(
+                workloadID: id, attempt: w.status.attempts, kind: w.spec.runtimeKind, grace: grace)
+            await self?.finishDeletion(id, status: status)
+        }
+    }
+
+    func finishDeletion(_ id: String, status: ExitStatus?) {
+        guard let w = active[id], w.phase == .terminating else { return }
+        release(id)
+        transition(id, to: .deleted, reason: "Deleted", message: "stopped and deleted") {
+            switch status {
+            case .exited(let code)?: $0.status.exitCode = code
+            case .signaled(let sig)?: $0.status.signal = sig
+            case nil: break
+            }
+            $0.status.finishedAt = $0.status.finishedAt ?? self.clock.now()
+        }
+        schedulePass()
+    }
+
+    // MARK: - State changes (synchronous; writes queued in order)
+
+    /// Moves a workload to `phase` in memory and queues the write with its event.
+    /// - Returns: the promise of the write, or nil when the lifecycle forbids the transition.
+    @discardableResult
+    func transition(
+        _ id: String, to phase: Phase, reason: String, message: String? = nil,
+        _ change: (inout Workload) -> Void = { _ in }
+    ) -> Promise<Void>? {
+        guard var w = active[id] else { return nil }
+        let from = w.phase
+        guard from.canTransition(to: phase) else {
+            logger.error("refused transition", ["workload": id, "from": from.rawValue, "to": phase.rawValue])
+            return nil
+        }
+        change(&w)
+        w.status.phase = phase
+        w.status.reason = reason
+        w.status.message = message
+        w.version += 1
+        w.updatedAt = clock.now()
+        let event = WorkloadEvent(
+            workloadID: id, seq: 0, at: w.updatedAt, from: from, to: phase, reason: reason, message: message)
+        let stored = persist.enqueue(.update(w, event))
+        if phase.isFinal {
+            retryAfter[id] = nil
+            finishing[id] = w
+            active[id] = nil
+            documents.set(id, try? FabricJSON.encode(w))
+            let version = w.version
+            Task { [weak self] in
+                _ = try? await stored.value()
+                await self?.stored(id, version: version)
+            }
+        } else {
+            setActive(w)
+        }
+        return stored
+    }
+
+    func stored(_ id: String, version: Int) {
+        if finishing[id]?.version == version {
+            finishing[id] = nil
+            if active[id] == nil { documents.set(id, nil) }
+        }
+    }
+
+    /// Changes a workload in memory without a phase change, and queues the write (no event).
+    func update(_ id: String, _ change: (inout Workload) -> Void) {
+        guard var w = active[id] else { return }
+        change(&w)
+        w.version += 1
+        w.updatedAt = clock.now()
+        setActive(w)
+        persist.enqueue(.update(w, nil))
+    }
+
+    func allocate(_ r: Resources, on nodeID: String) {
+        guard var n = nodes[nodeID] else { return }
+        n.allocated = n.allocated.adding(r)
+        nodes[nodeID] = n
+    }
+
+    /// Frees the capacity a workload holds on its node.
+    func release(_ id: String) {
+        guard let w = active[id], w.phase.holdsCapacity, let nodeID = w.status.node, var n = nodes[nodeID] else {
+            return
+        }
+        n.allocated = n.allocated.subtracting(w.spec.resources)
+        nodes[nodeID] = n
+        fullPassNeeded = true
+    }
+
+    func enqueuePending(_ id: String) {
+        guard pendingSet.insert(id).inserted else { return }
+        pendingOrder.append(id)
+        fresh.append(id)
+    }
+
+    func notFound(_ id: String) -> FabricError { FabricError(.notFound, "workload \(id) not found", field: "id") }
+
+    static func describe(_ filtered: [String: Int]) -> String {
+        if filtered.isEmpty { return "no node is registered" }
+        return "no candidate fits: "
+            + filtered.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+            .map { "\($0.value) \($0.key) (\(Reason.explanations[$0.key] ?? $0.key))" }.joined(separator: "; ")
+    }
+}
+
+/// The JSON documents of the workloads the service holds in memory, for answering reads without a hop into the
+/// actor. Bounded by the number of unfinished workloads (itself bounded by `pendingMax` and node capacity).
+public final class DocumentCache: Sendable {
+    private let docs = Mutex<[String: Data]>([:])
+
+    public func get(_ id: String) -> Data? { docs.withLock { $0[id] } }
+
+    func set(_ id: String, _ doc: Data?) { docs.withLock { $0[id] = doc } }
+
+    public var count: Int { docs.withLock { $0.count } }
+}

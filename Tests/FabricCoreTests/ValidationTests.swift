@@ -1,0 +1,118 @@
+import Foundation
+import Testing
+
+@testable import FabricCore
+
+@Suite struct ValidationTests {
+    func parse(_ s: String) throws(FabricError) -> WorkloadSpec { try WorkloadSpecParser.parse(Data(s.utf8)) }
+
+    @Test func fullSpecParses() throws {
+        let w = try parse(
+            """
+            {"name":"train-1","image":"ghcr.io/acme/train:1","command":["python","train.py"],"env":{"EPOCHS":"3"},
+             "workingDir":"/work","resources":{"cpu":"8","memory":"64Gi","gpu":{"count":2,"type":"h100"}},
+             "placement":{"providers":["aws","runpod"],"regions":["us-east-1"],"spot":"required","maxPricePerHour":9.5},
+             "restartPolicy":"onFailure","labels":{"team":"ml","acme.io/tier":"gold"}}
+            """)
+        #expect(w.name == "train-1")
+        #expect(w.resources == Resources(cpuMillis: 8000, memoryBytes: 64 << 30, gpu: GPUSpec(count: 2, model: "H100")))
+        #expect(w.placement.providers == ["aws", "runpod"])
+        #expect(w.placement.spot == .required)
+        #expect(w.placement.maxPricePerHour == 9.5)
+        #expect(w.restartPolicy == .onFailure)
+        #expect(w.labels == ["team": "ml", "acme.io/tier": "gold"])
+        #expect(w.env == ["EPOCHS": "3"])
+        #expect(w.runtimeKind == .container)
+    }
+
+    @Test func defaults() throws {
+        let w = try parse(#"{"name":"a","command":["true"]}"#)
+        #expect(w.resources == WorkloadSpec.defaultResources)
+        #expect(w.restartPolicy == .never)
+        #expect(w.placement == .any)
+        #expect(w.runtimeKind == .process)
+    }
+
+    @Test(arguments: [
+        (#"{"name":"Hello","command":["true"]}"#, "name"),
+        (#"{"name":"-a","command":["true"]}"#, "name"),
+        (#"{"name":"a_b","command":["true"]}"#, "name"),
+        ("{\"name\":\"\(String(repeating: "a", count: 64))\",\"command\":[\"true\"]}", "name"),
+        (#"{"name":"","command":["true"]}"#, "name"),
+        (#"{"command":["true"]}"#, "name"),
+        (#"{"name":"a"}"#, "command"),
+        (#"{"name":"a","command":[]}"#, "command"),
+        (#"{"name":"a","command":"true"}"#, "command"),
+        (#"{"name":"a","command":["true", 1]}"#, "command[1]"),
+        (#"{"name":"a","command":["true"],"bogus":1}"#, "bogus"),
+        (#"{"name":"a","command":["true"],"resources":{"cpu":"-1"}}"#, "resources.cpu"),
+        (#"{"name":"a","command":["true"],"resources":{"cpu":"0"}}"#, "resources.cpu"),
+        (#"{"name":"a","command":["true"],"resources":{"cpu":"99999999999999999999"}}"#, "resources.cpu"),
+        (#"{"name":"a","command":["true"],"resources":{"memory":"64Xi"}}"#, "resources.memory"),
+        (#"{"name":"a","command":["true"],"resources":{"memory":"100Ei"}}"#, "resources.memory"),
+        (#"{"name":"a","command":["true"],"resources":{"gpu":{"count":17}}}"#, "resources.gpu.count"),
+        (#"{"name":"a","command":["true"],"resources":{"gpu":{"count":-1}}}"#, "resources.gpu.count"),
+        (#"{"name":"a","command":["true"],"resources":{"gpu":{"count":1.5}}}"#, "resources.gpu.count"),
+        (#"{"name":"a","command":["true"],"resources":{"gpu":{"count":1,"type":"H100;rm"}}}"#, "resources.gpu.type"),
+        (#"{"name":"a","command":["true"],"resources":{"gpu":{"count":1,"vram":1}}}"#, "resources.gpu.vram"),
+        (#"{"name":"a","command":["true"],"resources":{"disk":"1Gi"}}"#, "resources.disk"),
+        (#"{"name":"a","command":["true"],"placement":{"spot":"sometimes"}}"#, "placement.spot"),
+        (#"{"name":"a","command":["true"],"placement":{"providers":["azure"]}}"#, "placement.providers[0]"),
+        (#"{"name":"a","command":["true"],"placement":{"maxPricePerHour":-2}}"#, "placement.maxPricePerHour"),
+        (#"{"name":"a","command":["true"],"restartPolicy":"sometimes"}"#, "restartPolicy"),
+        (#"{"name":"a","command":["true"],"env":{"1X":"a"}}"#, "env.1X"),
+        (#"{"name":"a","command":["true"],"env":{"X":1}}"#, "env.X"),
+        (#"{"name":"a","command":["true"],"labels":{"a":"has space"}}"#, "labels.a"),
+        (#"{"name":"a","command":["true"],"workingDir":"relative"}"#, "workingDir"),
+        (#"[1,2]"#, "body"),
+    ])
+    func rejectsNamingTheField(body: String, field: String) {
+        do {
+            _ = try parse(body)
+            Issue.record("accepted \(body)")
+        } catch {
+            #expect(error.code == .invalidArgument)
+            #expect(error.field == field)
+        }
+    }
+
+    @Test(arguments: ["", "{", "nul", #"{"name":"a""#, #"{"name":"a" "command":["true"]}"#])
+    func malformedJSON(body: String) {
+        do {
+            _ = try parse(body)
+            Issue.record("accepted \(body)")
+        } catch {
+            #expect(error.code == .invalidArgument)
+            #expect(error.field == nil)
+        }
+    }
+
+    @Test(arguments: [
+        ("H100", "H100"), ("nvidia h100", "H100"), ("H100-SXM", "H100"), ("H100_NVLINK_80GB", "H100"),
+        ("A100-80GB", "A100-80GB"), ("a100", "A100"), ("RTX_A6000", "RTXA6000"), ("RTX4090", "RTX4090"),
+        ("A100_PCIE_80GB", "A100-80GB"), ("NVIDIA A100-SXM4-40GB", "A100-40GB"),
+    ])
+    func gpuModelCanonical(name: String, canonical: String) {
+        #expect(GPUModel.canonical(name) == canonical)
+    }
+
+    @Test func phaseTransitions() {
+        #expect(Phase.pending.canTransition(to: .scheduled))
+        #expect(Phase.running.canTransition(to: .succeeded))
+        #expect(Phase.running.canTransition(to: .terminating))
+        #expect(!Phase.succeeded.canTransition(to: .running))
+        #expect(!Phase.deleted.canTransition(to: .terminating))
+        #expect(!Phase.pending.canTransition(to: .running))
+        #expect(Phase.lost.canTransition(to: .pending))
+    }
+
+    @Test(arguments: [0, 1_800_000_000_123, 951_782_400_000, -86_400_000] as [Int64])
+    func rfc3339RoundTrip(ms: Int64) {
+        #expect(RFC3339.parse(RFC3339.format(ms)) == ms)
+    }
+
+    @Test func rfc3339Known() {
+        #expect(RFC3339.format(1_800_000_000_123) == "2027-01-15T08:00:00.123Z")
+        #expect(RFC3339.parse("2000-02-29T00:00:00Z") == 951_782_400_000)
+    }
+}

@@ -1,0 +1,156 @@
+import FabricCore
+import FabricLog
+import FabricRuntime
+import FabricStore
+import Foundation
+import Shuttle
+import Testing
+
+@testable import Weaver
+
+/// The workload service with its real parts (SQLite store, process runtime, node agent) in one process, under a
+/// manual clock and seeded IDs.
+struct ServiceHarness {
+    let dir: String
+    let clock = ManualClock()
+    let store: SQLiteStore
+    let service: WorkloadService
+    let sink = MemorySink()
+
+    init(cpu: Int64 = 2000, restartBase: Duration = .seconds(1), dir: String? = nil) async throws {
+        self.dir = dir ?? NSTemporaryDirectory() + "fabric-svc-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: self.dir, withIntermediateDirectories: true)
+        store = try await SQLiteStore(path: self.dir + "/fabric.db")
+        var options = WorkloadServiceOptions()
+        options.retryInterval = .seconds(3600)  // passes run only when the test or a report triggers them
+        options.restartBackoffBase = restartBase
+        options.persistLanes = 1
+        let logger = Logger(component: "test", level: .debug, sink: sink)
+        service = WorkloadService(
+            store: store, clock: clock, ids: SeededIDGenerator(seed: 7), logger: logger, options: options)
+        let runtime = ProcessRuntime(root: self.dir + "/workloads", logBytesMax: 1 << 20)
+        let node = NodeInfo(
+            id: "local", name: "local", capacity: Resources(cpuMillis: cpu, memoryBytes: 4 << 30),
+            registeredAt: clock.now())
+        try await service.register(NodeAgent(info: node, runtimes: [runtime], logger: logger))
+        try await service.start()
+    }
+
+    func spec(_ name: String, _ command: [String], cpu: Int64 = 500, restart: RestartPolicy = .never) -> WorkloadSpec {
+        WorkloadSpec(
+            name: name, command: command, resources: Resources(cpuMillis: cpu, memoryBytes: 64 << 20),
+            restartPolicy: restart)
+    }
+
+    /// Polls until `done` holds for the workload (bounded), returning it.
+    func wait(_ id: String, seconds: Double = 20, _ done: (Workload) -> Bool) async throws -> Workload {
+        let deadline = Date().addingTimeInterval(seconds)
+        var w = try await service.get(id)
+        while !done(w) && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            w = try await service.get(id)
+        }
+        return w
+    }
+
+    func events(_ id: String) async throws -> [String] {
+        try await Task.sleep(for: .milliseconds(100))  // let queued writes land
+        return try await store.events(workloadID: id, afterSeq: 0, limit: 100).map { "\($0.to.rawValue):\($0.reason)" }
+    }
+}
+
+@Suite(.serialized) struct WorkloadServiceTests {
+    @Test func onFailureRestartsAfterBackoffOnTheManualClock() async throws {
+        let h = try await ServiceHarness()
+        let w = try await h.service.submit(h.spec("flaky", ["sh", "-c", "exit 4"], restart: .onFailure))
+        let waiting = try await h.wait(w.id) { $0.phase == .pending && $0.status.attempts == 1 }
+        #expect(waiting.status.reason == "Restarting")
+        #expect(waiting.status.exitCode == 4)
+        // The backoff (1 s after the first attempt) has not passed on the manual clock: nothing starts.
+        await h.service.schedulePass()
+        #expect(try await h.service.get(w.id).status.attempts == 1)
+        h.clock.advance(by: .seconds(2))
+        await h.service.schedulePass()
+        let second = try await h.wait(w.id) { $0.status.attempts == 2 && $0.phase == .pending }
+        #expect(second.status.attempts == 2)
+        // Second backoff is 2 s.
+        h.clock.advance(by: .seconds(1))
+        await h.service.schedulePass()
+        #expect(try await h.service.get(w.id).status.attempts == 2)
+        let deleted = try await h.service.delete(w.id)
+        #expect(deleted.phase == .deleted)
+        #expect(
+            try await h.events(w.id) == [
+                "pending:Created", "scheduled:Scheduled", "starting:Starting", "running:Started", "pending:Restarting",
+                "scheduled:Scheduled", "starting:Starting", "running:Started", "pending:Restarting", "deleted:Deleted",
+            ])
+    }
+
+    @Test func neverPolicyFailsAndFreesCapacity() async throws {
+        let h = try await ServiceHarness(cpu: 1000)
+        let a = try await h.service.submit(h.spec("a", ["sh", "-c", "exit 2"], cpu: 1000))
+        let b = try await h.service.submit(h.spec("b", ["true"], cpu: 1000))
+        let failed = try await h.wait(a.id) { $0.phase.isFinal }
+        #expect(failed.phase == .failed)
+        #expect(failed.status.exitCode == 2)
+        let ok = try await h.wait(b.id) { $0.phase.isFinal }
+        #expect(ok.phase == .succeeded)
+        #expect(await h.service.node(id: "local")?.allocated.cpuMillis == 0)
+    }
+
+    @Test func concurrentSubmissionsNeverOverCommit() async throws {
+        let h = try await ServiceHarness(cpu: 2000)
+        let ids = try await withThrowingTaskGroup(of: String.self) { g in
+            for i in 0..<60 {
+                g.addTask { try await h.service.submit(h.spec("c\(i)", ["sleep", "0.05"], cpu: 300)).id }
+            }
+            return try await g.reduce(into: []) { $0.append($1) }
+        }
+        var peak: Int64 = 0
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let allocated = await h.service.node(id: "local")?.allocated.cpuMillis ?? 0
+            peak = max(peak, allocated)
+            #expect(allocated <= 2000)
+            var done = 0
+            for id in ids where try await h.service.get(id).phase == .succeeded { done += 1 }
+            if done == ids.count { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        for id in ids { #expect(try await h.service.get(id).phase == .succeeded) }
+        #expect(peak > 0)
+        #expect(await h.service.node(id: "local")?.allocated.cpuMillis == 0)
+    }
+
+    @Test func vanishedProcessIsMarkedLostOnRecovery() async throws {
+        let dir = NSTemporaryDirectory() + "fabric-lost-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // A store that says two workloads run on `local`, with no process records behind them.
+        let store = try await SQLiteStore(path: dir + "/fabric.db")
+        let now = Timestamp(millisecondsSinceEpoch: 1_800_000_000_000)
+        for (id, policy) in [("wl-never", RestartPolicy.never), ("wl-again", .onFailure)] {
+            var w = Workload(
+                id: id, spec: WorkloadSpec(name: "x", command: ["true"], restartPolicy: policy),
+                status: WorkloadStatus(phase: .pending, reason: "Created"), createdAt: now)
+            try await store.createWorkload(
+                w, event: WorkloadEvent(workloadID: id, seq: 1, at: now, from: nil, to: .pending, reason: "Created"))
+            w.version = 2
+            w.status = WorkloadStatus(phase: .running, reason: "Started")
+            w.status.node = "local"
+            w.status.attempts = 1
+            try await store.updateWorkload(
+                w,
+                event: WorkloadEvent(workloadID: id, seq: 0, at: now, from: .pending, to: .running, reason: "Started"))
+        }
+        await store.close()
+
+        let h = try await ServiceHarness(dir: dir)
+        let never = try await h.service.get("wl-never")
+        #expect(never.phase == .failed)
+        #expect(never.status.reason == "Lost")
+        let again = try await h.wait("wl-again") { $0.phase == .pending || $0.phase == .succeeded }
+        #expect(again.status.attempts >= 1)
+        #expect(try await h.events("wl-never").suffix(2) == ["lost:Lost", "failed:Lost"])
+        #expect(h.sink.lines.contains { $0.contains("workload lost") && $0.contains("wl-never") })
+    }
+}
