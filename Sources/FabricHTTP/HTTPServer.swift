@@ -31,7 +31,8 @@ import Synchronization
 public struct HTTPServerSettings: Sendable, Equatable {
     /// Where to listen: "127.0.0.1:8080", ":8080" (every IPv4 interface), "0.0.0.0:0" (a free port), "[::1]:8080".
     public var address: String
-    /// libmicrohttpd worker threads, each running its own epoll loop over its share of the connections.
+    /// libmicrohttpd worker threads, each running its own poll loop over its share of the connections. Handlers
+    /// run on them too (see `HTTPServer`), so a handler that blocks holds up its worker's other connections.
     public var threadCount: Int
     /// The largest request body accepted; a larger one gets 413 without being buffered.
     public var bodyBytesMax: Int
@@ -98,6 +99,11 @@ public typealias AccessLog = @Sendable (AccessLogEntry) -> Void
 ///
 /// `start()` binds and serves on the worker threads; `shutdown()` stops accepting, lets in-flight requests finish
 /// within the grace period, answers the rest 503 and stops. `run()` does both around task cancellation.
+///
+/// Each request's task starts on its connection's worker thread and prefers that thread as its executor: a
+/// handler that never waits on another thread (no I/O, idle actors) is answered without leaving it, and one that
+/// waits costs one suspend/resume of its connection while the worker serves other connections. Requests on
+/// different connections run in parallel. Blocking calls in handlers block a worker: keep them off this path.
 public final class HTTPServer: Sendable {
     public let settings: HTTPServerSettings
     private let core: ServerCore
