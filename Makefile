@@ -8,7 +8,7 @@ SEED ?= 1
 RUNS ?= 20
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap build release weaver shuttle run test test-unit test-integration bench bench-api fmt lint clean sim sim-swarm
+.PHONY: help bootstrap build release weaver shuttle run test test-unit test-integration bench bench-api fmt lint clean sim
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ weaver: bootstrap ## build the control plane binary
 shuttle: bootstrap ## build the node runner binary
 	$(SWIFT) build --product shuttle && $(SWIFT) build --product fabric-monitor
 
-run: bootstrap ## build and start weaver on :8080 with SQLite state under .data and an embedded local node
+run: bootstrap ## build and start weaver on 127.0.0.1:8080 with SQLite state under .data and an embedded local node
 	$(SWIFT) build -c release --product weaver
 	$(SWIFT) build -c release --product fabric-monitor
 	.build/release/weaver --data-dir .data $(ARGS)
@@ -55,7 +55,7 @@ fmt: ## format the code with the checked-in .swift-format
 	$(SWIFT) format -i -r Sources Tests Simulation Benchmarks Package.swift
 
 lint: ## check formatting
-	$(SWIFT) format lint -r Sources Tests Simulation Benchmarks
+	$(SWIFT) format lint -r Sources Tests Simulation Benchmarks Package.swift
 
 clean: ## remove build outputs and local state
 	rm -rf .build .data .tmp

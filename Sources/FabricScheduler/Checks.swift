@@ -25,8 +25,8 @@ public enum Reason {
         runtimeUnavailable: "no container runtime: images need containerd, which this node does not offer",
         spotNotAllowed: "spot capacity, and placement.spot is never",
         spotRequired: "on-demand capacity, and placement.spot is required",
-        gpuTypeMismatch: "a different GPU model",
-        insufficientGPU: "not enough free GPUs",
+        gpuTypeMismatch: "GPUs of a different model",
+        insufficientGPU: "not enough free GPUs (or none at all)",
         insufficientCPU: "not enough free CPU",
         insufficientMemory: "not enough free memory",
         offerUnavailable: "the offer recently failed with a capacity or quota error",
@@ -101,6 +101,12 @@ struct GPUCheck: FeasibilityCheck {
     func check(_ c: Candidate, price: Double, _ w: WorkloadSpec, _ s: PlacementSnapshot) -> String? {
         guard let want = w.resources.gpu, want.count > 0 else { return nil }
         let have = c.free.gpu
+        let capacityGPUs: Int
+        switch c {
+        case .node(let n): capacityGPUs = n.capacity.gpuCount
+        case .offer(let o, _): capacityGPUs = o.gpuCount
+        }
+        if capacityGPUs == 0 { return Reason.insufficientGPU }  // no GPUs at all: not a model question
         if let model = want.model {
             guard let offered = have?.model ?? capacityModel(c), GPUModel.satisfies(offered: offered, requested: model)
             else { return Reason.gpuTypeMismatch }

@@ -88,6 +88,8 @@ public actor WorkloadService {
     /// a submission O(1) however many workloads wait.
     var fullPassNeeded = true
     var retryAfter: [String: Timestamp] = [:]
+    /// What each placed workload is charged to: capacity is counted once per workload, never twice.
+    var allocations: [String: (node: String, resources: Resources)] = [:]
     /// Workloads that just reached a final phase, kept until that write is stored, so reads see it at once.
     var finishing: [String: Workload] = [:]
 
@@ -164,7 +166,7 @@ public actor WorkloadService {
                     workloadID: w.id, attempt: w.status.attempts, kind: w.spec.runtimeKind)
                 switch state {
                 case .running:
-                    allocate(w.spec.resources, on: nodeID)
+                    allocate(w.id, w.spec.resources, on: nodeID)
                     adopted += 1
                     if w.phase == .terminating {
                         stopLater(w.id, nodeID: nodeID)
@@ -395,7 +397,7 @@ public actor WorkloadService {
                 }
                 retryAfter[id] = nil
                 pendingSet.remove(id)
-                allocate(w.spec.resources, on: nodeID)
+                allocate(w.id, w.spec.resources, on: nodeID)
                 if let i = snapshot.nodes.firstIndex(where: { $0.id == nodeID }), let n = nodes[nodeID] {
                     snapshot.nodes[i] = n
                 }
@@ -433,6 +435,8 @@ public actor WorkloadService {
 
     /// The periodic pass: judges every pending workload again.
     func tick() {
+        let now = clock.now()
+        for id in agents.keys { nodes[id]?.lastHeartbeat = now }  // embedded agents are alive while weaver is
         fullPassNeeded = true
         schedulePass()
     }
@@ -608,19 +612,22 @@ public actor WorkloadService {
         persist.enqueue(.update(w, nil))
     }
 
-    func allocate(_ r: Resources, on nodeID: String) {
-        guard var n = nodes[nodeID] else { return }
+    /// Charges a workload's resources to a node, once.
+    func allocate(_ id: String, _ r: Resources, on nodeID: String) {
+        guard var n = nodes[nodeID], allocations[id] == nil else { return }
         n.allocated = n.allocated.adding(r)
         nodes[nodeID] = n
+        allocations[id] = (nodeID, r)
     }
 
-    /// Frees the capacity a workload holds on its node.
+    /// Frees the capacity a workload holds, if it holds any (a workload that ended while weaver was down
+    /// never held capacity in this process, so releasing it frees nothing).
     func release(_ id: String) {
-        guard let w = active[id], w.phase.holdsCapacity, let nodeID = w.status.node, var n = nodes[nodeID] else {
-            return
+        guard let (nodeID, r) = allocations.removeValue(forKey: id) else { return }
+        if var n = nodes[nodeID] {
+            n.allocated = n.allocated.subtracting(r)
+            nodes[nodeID] = n
         }
-        n.allocated = n.allocated.subtracting(w.spec.resources)
-        nodes[nodeID] = n
         fullPassNeeded = true
     }
 

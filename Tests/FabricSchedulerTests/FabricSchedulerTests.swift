@@ -74,7 +74,7 @@ let allProviders: Set<String> = ["runpod", "coreweave", "aws", "gcp"]
         let feasible = d.candidates.prefix { $0.feasible }.map(\.pricePerHour)
         #expect(feasible == [2.39, 2.69, 2.99, 4.78, 98.32])
         #expect(d.candidates.filter { !$0.feasible }.allSatisfy { $0.reason != nil })
-        #expect(d.filtered[Reason.gpuTypeMismatch] == 2)  // m5.2xlarge on demand and spot
+        #expect(d.filtered[Reason.insufficientGPU] == 2)  // m5.2xlarge (no GPUs), on demand and spot
     }
 
     @Test(arguments: [

@@ -95,7 +95,7 @@ final class WeaverProcess: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: buildDirectory + "/weaver")
         p.arguments = ["--server-address", "127.0.0.1:\(port)", "--data-dir", dataDir] + extraArgs
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)!
         log.seekToEndOfFile()
         p.standardOutput = log

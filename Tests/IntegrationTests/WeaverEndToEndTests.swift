@@ -167,6 +167,32 @@ import Testing
         #expect(runs == "run\n")
     }
 
+    @Test func capacityIsCountedOnceAfterRestart() async throws {
+        let dir = NSTemporaryDirectory() + "fabric-recount-\(UUID().uuidString.prefix(8))"
+        var weaver = try WeaverProcess(dataDir: dir, args: ["--node-cpu", "500m"])
+        try await weaver.start()
+        let long = try await weaver.client.post(
+            "/v1/workloads", #"{"name":"long","command":["sleep","30"],"resources":{"cpu":"250m"}}"#)
+        let short = try await weaver.client.post(
+            "/v1/workloads", #"{"name":"short","command":["sleep","1"],"resources":{"cpu":"250m"}}"#)
+        let longID = try #require(long.json["id"] as? String)
+        let shortID = try #require(short.json["id"] as? String)
+        _ = try await weaver.client.waitFor(shortID) { phase($0) == "running" }
+        _ = try await weaver.client.waitFor(longID) { phase($0) == "running" }
+        weaver.stop(signal: SIGKILL)
+        try await Task.sleep(for: .seconds(2))  // `short` ends while weaver is down
+
+        weaver = try WeaverProcess(dataDir: dir, args: ["--node-cpu", "500m"])
+        try await weaver.start()
+        defer { weaver.stop() }
+        let c = weaver.client
+        #expect(phase(try await c.get("/v1/workloads/\(shortID)").json) == "succeeded")
+        let node = (try await c.get("/v1/nodes").json["nodes"] as? [[String: Any]])?.first
+        #expect((node?["allocated"] as? [String: Any])?["cpu"] as? String == "250m")
+        #expect(try await c.delete("/v1/workloads/\(longID)").status == 202)
+        _ = try await c.waitFor(longID) { phase($0) == "deleted" }
+    }
+
     @Test func concurrentSubmissionsNeverOverCommit() async throws {
         let weaver = try WeaverProcess(args: ["--node-cpu", "2", "--node-memory", "1Gi"])
         try await weaver.start()

@@ -597,7 +597,7 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(lines.contains("providers.aws.secret_access_key=****"))
         #expect(lines.contains("providers.runpod.api_key="))
         #expect(lines.contains("database.url=postgres://fabric:****@db/fabric"))
-        #expect(lines.contains("server.address=:8080"))
+        #expect(lines.contains("server.address=127.0.0.1:8080"))
         #expect(lines.contains("scheduler.offer_unavailable_ttl=10m"))
         #expect(lines.contains("node.labels=gpu=h100"))
         var dumped = ""

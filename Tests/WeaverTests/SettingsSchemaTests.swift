@@ -103,7 +103,7 @@ import Testing
 
     @Test func defaultsAreTheDocumentedOnes() {
         let s = Settings.default
-        #expect(s.server.address == Settings.HostPort(host: "", port: 8080))
+        #expect(s.server.address == Settings.HostPort(host: "127.0.0.1", port: 8080))
         #expect(s.server.threads == 4)
         #expect(s.server.bodyBytesMax == 1_048_576)
         #expect(s.server.connectionsMax == 1024)

@@ -23,7 +23,7 @@ public struct Settings: Sendable, Equatable {
     /// The HTTP API server.
     public struct Server: Sendable, Equatable {
         /// Where the API listens (`server.address`).
-        public var address = HostPort(host: "", port: 8080)
+        public var address = HostPort(host: "127.0.0.1", port: 8080)
         /// Threads that serve requests (`server.threads`).
         public var threads = 4
         /// The largest request body accepted (`server.body_bytes_max`).
