@@ -1,2 +1,2 @@
-// Distributed actor systems over NATS and in one process.
-import FabricCore
+// Distributed actor systems over NATS and in one process: see ActorSystems.swift (NATSActorSystem,
+// LocalActorSystem), MessageTransport.swift (the transport seam) and Envelope.swift (the wire format).
