@@ -36,11 +36,11 @@ public enum ActorCall {
 
 /// What every Fabric actor system provides, so that one actor type runs on any of them:
 /// `distributed actor Scheduler<ActorSystem: FabricActorSystem> { ... }`.
-public protocol FabricActorSystem: DistributedActorSystem<any Codable>
-where
-    ActorID == FabricActors.ActorID, InvocationEncoder == FabricInvocationEncoder,
-    InvocationDecoder == FabricInvocationDecoder, ResultHandler == FabricResultHandler
-{
+///
+/// Only the ID type is pinned here. Pinning the invocation encoder/decoder types as well makes Swift 6.3's IRGen
+/// crash on generic distributed actors declared in another module (a null SIL function in
+/// `DistributedAccessor::emit`), so both systems use the same concrete types without the protocol saying so.
+public protocol FabricActorSystem: DistributedActorSystem<any Codable> where ActorID == FabricActors.ActorID {
     /// The node this system hosts actors for.
     var node: String { get }
     /// Creates an actor under a well-known name (e.g. `/system/scheduler`): `try system.makeActor(named: n) { A(actorSystem: system) }`.
@@ -319,8 +319,8 @@ final class ActorSystemCore: Sendable {
     // MARK: shutdown
 
     func shutdown() async {
-        let (calls, subs) = state.withLock { s -> ([InboundCall], [any TransportSubscription]) in
-            if s.shuttingDown { return ([], []) }
+        let first = state.withLock { s -> ([InboundCall], [any TransportSubscription])? in
+            if s.shuttingDown { return nil }
             s.shuttingDown = true
             let calls = Array(s.inbound.values)
             s.inbound = [:]
@@ -328,6 +328,7 @@ final class ActorSystemCore: Sendable {
             s.registry = [:]
             return (calls, subs)
         }
+        guard let (calls, subs) = first else { return }
         for sub in subs { sub.cancel() }
         let gone = ActorCallError(.unavailable, "node \(node) shut down during the call")
         for c in calls {

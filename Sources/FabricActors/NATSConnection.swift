@@ -301,7 +301,8 @@ public final class NATSConnection: MessageTransport {
     }
 
     deinit {
-        guard !closed.load(ordering: .acquiring) else { return }
+        // The C connection lives as long as this object, so calls racing with `close()` meet a closed connection
+        // (cnats answers NATS_CONNECTION_CLOSED), never a freed one.
         natsConnection_Close(conn.raw)
         for s in subscriptions.withLock({ $0.values }) { natsSubscription_Destroy(s.raw) }
         natsSubscription_Destroy(inboxSubscription.raw)
@@ -468,12 +469,14 @@ public final class NATSConnection: MessageTransport {
     }
 
     public func flush(timeout: Duration) async throws {
+        if closed.load(ordering: .acquiring) { throw ActorCallError(.unavailable, "NATS connection is closed") }
         let c = conn
         try await offload {
             try natsCheck(natsConnection_FlushTimeout(c.raw, natsMillis(timeout)), "flush")
         }
     }
 
+    /// Flushes, closes the connection and ends its subscriptions; pending requests fail with `.unavailable`.
     public func close() async {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let c = conn
@@ -481,13 +484,10 @@ public final class NATSConnection: MessageTransport {
             defer { s = [:] }
             return Array(s.values)
         }
-        let inbox = inboxSubscription
         _ = try? await offload {
             _ = natsConnection_FlushTimeout(c.raw, natsMillis(NATSLimits.closeFlushTimeout))
             natsConnection_Close(c.raw)
             for s in subs { natsSubscription_Destroy(s.raw) }
-            natsSubscription_Destroy(inbox.raw)
-            natsConnection_Destroy(c.raw)
         }
         mux.close(ActorCallError(.unavailable, "NATS connection closed"))
     }
