@@ -147,12 +147,15 @@ final class NATSServer: @unchecked Sendable {
 
     let port: Int
     let dir: URL
+    /// Extra command-line arguments (TLS, authentication).
+    let extraArguments: [String]
     private var process: Process?
 
     var url: String { "nats://127.0.0.1:\(port)" }
     var pidFile: String { dir.appendingPathComponent("nats.pid").path }
 
-    init() throws {
+    init(extraArguments: [String] = []) throws {
+        self.extraArguments = extraArguments
         port = freePort()
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("fabric-nats-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -164,7 +167,7 @@ final class NATSServer: @unchecked Sendable {
         p.executableURL = URL(fileURLWithPath: Self.path!)
         p.arguments = [
             "-a", "127.0.0.1", "-p", String(port), "-P", pidFile, "-l", dir.appendingPathComponent("nats.log").path,
-        ]
+        ] + extraArguments
         p.currentDirectoryURL = dir
         try p.run()
         process = p
@@ -194,8 +197,11 @@ final class NATSServer: @unchecked Sendable {
 }
 
 /// Runs `body` with a started nats-server and always stops it.
-func withNATSServer<T>(_ body: (NATSServer) async throws -> T) async throws -> T {
-    let server = try NATSServer()
+func withNATSServer<T>(extraArguments: [String] = [], _ body: (NATSServer) async throws -> T) async throws -> T {
+    guard NATSServer.available else {
+        throw FabricError(.failedPrecondition, "nats-server is not installed (scripts/bootstrap installs it)")
+    }
+    let server = try NATSServer(extraArguments: extraArguments)
     defer { server.destroy() }
     try await server.start()
     return try await body(server)
