@@ -93,7 +93,14 @@ final class ActorSystemCore: Sendable {
     let admission: CallAdmission
     private let callIDs = Atomic<UInt64>(0)
     private let state = Mutex(State())
-    private let executor = Mutex<Executor?>(nil)
+    /// Set once by the system. A class box, not the closure itself: a function value kept directly in a `Mutex` is
+    /// re-wrapped in two reabstraction thunks by every `withLock`, so each call would get slower than the last.
+    private let executor = Mutex<ExecutorBox?>(nil)
+
+    final class ExecutorBox: Sendable {
+        let run: Executor
+        init(_ run: @escaping Executor) { self.run = run }
+    }
 
     init(
         node: String, transport: any MessageTransport, settings: ActorSystemSettings, clock: CallClock,
@@ -113,7 +120,10 @@ final class ActorSystemCore: Sendable {
             limit: settings.inFlightCallsMax, queueMax: settings.queuedCallsMax, clock: clock)
     }
 
-    func setExecutor(_ e: @escaping Executor) { executor.withLock { $0 = e } }
+    func setExecutor(_ e: @escaping Executor) {
+        let box = ExecutorBox(e)
+        executor.withLock { $0 = box }
+    }
 
     // MARK: identities
 
@@ -282,7 +292,7 @@ final class ActorSystemCore: Sendable {
     }
 
     private func execute(_ key: UInt64, _ call: CallEnvelope, on actor: any DistributedActor) async {
-        guard let run = executor.withLock({ $0 }) else {
+        guard let run = executor.withLock({ $0 })?.run else {
             finish(key, .error(RemoteError(ActorCallError(.unavailable, "actor system is not running"))))
             return
         }

@@ -84,6 +84,9 @@ public struct NATSOptions: Sendable, Equatable {
     public var maxPingsOut: Int
     /// Keep trying in the background when no server answers at connect time (instead of failing `connect`).
     public var retryOnFailedConnect: Bool
+    /// Write each publish to the socket at once instead of letting cnats' flusher batch it (lower latency for
+    /// request/reply, which is what actor calls are; batching only pays for bulk publishing).
+    public var sendAsap: Bool
 
     /// Options from their parts; everything but the URLs has a default.
     public init(
@@ -93,7 +96,7 @@ public struct NATSOptions: Sendable, Equatable {
         reconnectJitter: Duration = NATSLimits.reconnectJitterDefault,
         reconnectBufferBytes: Int = NATSLimits.reconnectBufferBytesDefault,
         pingInterval: Duration = NATSLimits.pingIntervalDefault, maxPingsOut: Int = NATSLimits.maxPingsOutDefault,
-        retryOnFailedConnect: Bool = false
+        retryOnFailedConnect: Bool = false, sendAsap: Bool = true
     ) {
         self.urls = urls
         self.name = name
@@ -106,6 +109,7 @@ public struct NATSOptions: Sendable, Equatable {
         self.pingInterval = pingInterval
         self.maxPingsOut = maxPingsOut
         self.retryOnFailedConnect = retryOnFailedConnect
+        self.sendAsap = sendAsap
     }
 
     public static let `default` = NATSOptions()
@@ -361,6 +365,7 @@ public final class NATSConnection: MessageTransport {
         try natsCheck(natsOptions_SetPingInterval(opts, natsMillis(o.pingInterval)), "set ping interval")
         try natsCheck(natsOptions_SetMaxPingsOut(opts, Int32(clamping: o.maxPingsOut)), "set max pings out")
         try natsCheck(natsOptions_UseGlobalMessageDelivery(opts, true), "use global message delivery")
+        try natsCheck(natsOptions_SetSendAsap(opts, o.sendAsap), "set send asap")
         if o.retryOnFailedConnect {
             try natsCheck(natsOptions_SetRetryOnFailedConnect(opts, true, nil, nil), "retry on failed connect")
         }
