@@ -45,6 +45,7 @@ public protocol FabricActorSystem: DistributedActorSystem<any Codable> where Act
     var node: String { get }
     /// Creates an actor under a well-known name (e.g. `/system/scheduler`): `try system.makeActor(named: n) { A(actorSystem: system) }`.
     func makeActor<Act: DistributedActor>(named name: String, _ make: () throws -> Act) throws -> Act
+    where Act.ID == ActorID
     /// Returns once this system's subscriptions have reached the transport (new actors are reachable).
     func flush() async throws
     /// Stops serving: answers calls still executing with `.unavailable`, fails own pending calls, closes the transport.
@@ -75,10 +76,19 @@ final class ActorSystemCore: Sendable {
         var shuttingDown = false
     }
 
-    /// The name a `makeActor(named:)` call gives to the actor initialised inside it.
-    struct PendingName {
+    /// The name a `makeActor(named:)` call gives to the first actor of this system initialised inside it.
+    final class PendingName: Sendable {
         let system: ObjectIdentifier
         let name: String
+        private let used = Atomic<Bool>(false)
+
+        init(system: ObjectIdentifier, name: String) {
+            self.system = system
+            self.name = name
+        }
+
+        /// The name, once.
+        func take() -> String? { used.exchange(true, ordering: .acquiringAndReleasing) ? nil : name }
     }
     @TaskLocal static var pendingName: PendingName?
 
@@ -129,19 +139,23 @@ final class ActorSystemCore: Sendable {
 
     func makeActor<Act: DistributedActor>(
         system: AnyObject, named name: String, _ make: () throws -> Act
-    ) throws -> Act {
+    ) throws -> Act where Act.ID == ActorID {
         try ActorID.validate(name: name, field: "name")
         let id = ActorID(node: node, name: name)
         let taken = state.withLock { $0.registry[id]?.actor != nil }
         if taken { throw FabricError(.alreadyExists, "actor \(id) already exists", field: "name") }
-        return try Self.$pendingName.withValue(PendingName(system: ObjectIdentifier(system), name: name)) {
+        let actor = try Self.$pendingName.withValue(PendingName(system: ObjectIdentifier(system), name: name)) {
             try make()
         }
+        guard actor.id == id else {
+            throw FabricError.invalid("make", "the closure must initialise the named actor on this system first")
+        }
+        return actor
     }
 
     func assignID<Act: DistributedActor>(system: AnyObject, _ type: Act.Type) -> ActorID {
-        if let p = Self.pendingName, p.system == ObjectIdentifier(system) {
-            return ActorID(node: node, name: p.name)
+        if let p = Self.pendingName, p.system == ObjectIdentifier(system), let name = p.take() {
+            return ActorID(node: node, name: name)
         }
         var base = String(describing: type)
         if let lt = base.firstIndex(of: "<") { base = String(base[..<lt]) }

@@ -63,7 +63,8 @@ public final class NATSActorSystem: FabricActorSystem {
         }
     }
 
-    public func makeActor<Act: DistributedActor>(named name: String, _ make: () throws -> Act) throws -> Act {
+    public func makeActor<Act: DistributedActor>(named name: String, _ make: () throws -> Act) throws -> Act
+    where Act.ID == ActorID {
         try core.makeActor(system: self, named: name, make)
     }
 
@@ -144,7 +145,8 @@ public final class LocalActorSystem: FabricActorSystem {
         }
     }
 
-    public func makeActor<Act: DistributedActor>(named name: String, _ make: () throws -> Act) throws -> Act {
+    public func makeActor<Act: DistributedActor>(named name: String, _ make: () throws -> Act) throws -> Act
+    where Act.ID == ActorID {
         try core.makeActor(system: self, named: name, make)
     }
 

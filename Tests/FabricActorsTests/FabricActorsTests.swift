@@ -23,7 +23,7 @@ import Testing
 
     @Test("a call past its deadline fails with deadlineExceeded and the system stays usable", arguments: SystemKind.allCases)
     func deadline(kind: SystemKind) async throws {
-        try await withSystems(kind, settings: ActorSystemSettings(callTimeout: .milliseconds(300))) { s, c in
+        try await withSystems(kind, settings: ActorSystemSettings(callTimeout: .seconds(1))) { s, c in
             try await Self.deadlineBody(s, c)
         }
     }
@@ -140,24 +140,24 @@ import Testing
         let calling = other as! S
         let (local, remote) = try await counter(on: serving, from: calling)
         defer { withExtendedLifetime(local) {} }
-        let (error, elapsed) = await failure { try await remote.sleep(milliseconds: 2000) }
+        let (error, elapsed) = await failure { try await remote.sleep(milliseconds: 3000) }
         #expect(callCode(error) == .deadlineExceeded)
-        #expect(elapsed >= .milliseconds(280))
-        #expect(elapsed < .milliseconds(1500))
+        #expect(elapsed >= .milliseconds(950))
+        #expect(elapsed < .milliseconds(2500))
         #expect(try await remote.add(1) == 1)
 
-        // A task-local override, shorter and longer than the system's deadline.
+        // A task-local override, shorter and longer than the system's 1 s deadline.
         let (short, shortElapsed) = await failure {
             try await ActorCall.$timeout.withValue(.milliseconds(100)) {
-                try await remote.sleep(milliseconds: 1000)
+                try await remote.sleep(milliseconds: 2000)
             }
         }
         #expect(callCode(short) == .deadlineExceeded)
-        #expect(shortElapsed < .milliseconds(280))
-        let long = try await ActorCall.$timeout.withValue(.seconds(3)) {
-            try await remote.sleep(milliseconds: 500)
+        #expect(shortElapsed < .milliseconds(900))
+        let long = try await ActorCall.$timeout.withValue(.seconds(5)) {
+            try await remote.sleep(milliseconds: 1500)
         }
-        #expect(long == 500)
+        #expect(long == 1500)
         #expect(try await remote.add(1) == 2)
     }
 
@@ -227,6 +227,18 @@ import Testing
             try serving.makeActor(named: String(repeating: "x", count: ActorLimits.actorNameBytesMax + 1)) {
                 Counter(actorSystem: serving)
             }
+        }
+        // Only the first actor made inside the closure takes the name; an actor of another system is refused.
+        let second = Recorder<ActorID>()
+        let first = try serving.makeActor(named: "/system/first") { () -> Counter<S> in
+            let c = Counter(actorSystem: serving)
+            second.append(Counter(actorSystem: serving).id)
+            return c
+        }
+        #expect(first.id.name == "/system/first")
+        #expect(second.values.first?.name.hasPrefix("counter-") == true)
+        #expect(throws: FabricError.self) {
+            try serving.makeActor(named: "/system/elsewhere") { Counter(actorSystem: calling) }
         }
         // Unnamed actors get distinct generated names.
         let a = Counter(actorSystem: serving)
