@@ -27,9 +27,13 @@ public struct ActorCallError: Error, Sendable, Equatable, CustomStringConvertibl
         case remote = "remote"
     }
 
+    /// Why the call failed.
     public var code: Code
+    /// What happened, for people.
     public var message: String
+    /// The file where the error was raised (remote errors keep the remote file).
     public var file: String
+    /// The line where the error was raised.
     public var line: Int
 
     /// An actor call error raised here.
@@ -68,13 +72,19 @@ public struct RemoteError: Sendable, Equatable, Codable {
         case other = 3
     }
 
+    /// Which type to rebuild.
     public var kind: Kind
+    /// The original error's code (`FabricError.Code` or `ActorCallError.Code` raw value).
     public var code: String
+    /// The original error's message.
     public var message: String
+    /// The field a `FabricError` concerns.
     public var field: String?
     /// The Swift type name of the original error.
     public var type: String
+    /// Where the original error was raised.
     public var file: String
+    /// The line where the original error was raised.
     public var line: Int
 
     /// A wire error from its parts.

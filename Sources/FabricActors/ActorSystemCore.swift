@@ -25,6 +25,7 @@ public struct ActorSystemSettings: Sendable, Equatable {
         self.inboundCallsMax = inboundCallsMax
     }
 
+    /// The defaults: a 5 s deadline and the `ActorLimits` bounds.
     public static let `default` = ActorSystemSettings()
 }
 

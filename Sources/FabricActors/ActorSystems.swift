@@ -38,7 +38,8 @@ public final class NATSActorSystem: FabricActorSystem {
         logger: Logger = Logger(component: "actors")
     ) throws(FabricError) {
         core = try ActorSystemCore(
-            node: node, transport: transport, settings: settings, clock: CallClock(clock), ids: ids ?? defaultActorIDs(),
+            node: node, transport: transport, settings: settings, clock: CallClock(clock),
+            ids: ids ?? defaultActorIDs(),
             logger: logger)
         core.setExecutor { [weak self] actor, call, handler in
             guard let self else { throw ActorCallError(.unavailable, "actor system is gone") }
@@ -63,13 +64,16 @@ public final class NATSActorSystem: FabricActorSystem {
         }
     }
 
+    /// Initialises an actor under a well-known name: `try system.makeActor(named: "/system/scheduler") { ... }`.
     public func makeActor<Act: DistributedActor>(named name: String, _ make: () throws -> Act) throws -> Act
     where Act.ID == ActorID {
         try core.makeActor(system: self, named: name, make)
     }
 
+    /// Returns once the transport has sent everything so far (new actors' subscriptions included).
     public func flush() async throws { try await core.transport.flush(timeout: core.settings.callTimeout) }
 
+    /// Stops serving, answers calls still executing with `.unavailable`, fails own pending calls, closes the transport.
     public func shutdown() async { await core.shutdown() }
 
     /// Outgoing calls holding an in-flight slot now.
@@ -145,13 +149,16 @@ public final class LocalActorSystem: FabricActorSystem {
         }
     }
 
+    /// Initialises an actor under a well-known name: `try system.makeActor(named: "/system/scheduler") { ... }`.
     public func makeActor<Act: DistributedActor>(named name: String, _ make: () throws -> Act) throws -> Act
     where Act.ID == ActorID {
         try core.makeActor(system: self, named: name, make)
     }
 
+    /// Returns once the transport has sent everything so far (new actors' subscriptions included).
     public func flush() async throws { try await core.transport.flush(timeout: core.settings.callTimeout) }
 
+    /// Stops serving, answers calls still executing with `.unavailable`, fails own pending calls, closes the transport.
     public func shutdown() async { await core.shutdown() }
 
     /// Outgoing calls holding an in-flight slot now.

@@ -31,7 +31,7 @@ public struct CallEnvelope: Sendable, Equatable, Codable {
 
 /// The answer to one call: the encoded value, nothing (a `Void` method), or a typed error.
 public struct ReplyEnvelope: Sendable, Equatable, Codable {
-    /// How the call ended.
+    /// The ways a call can end.
     public enum Outcome: Sendable, Equatable, Codable {
         case value([UInt8])
         case void
@@ -40,6 +40,7 @@ public struct ReplyEnvelope: Sendable, Equatable, Codable {
 
     /// The call this answers.
     public var callID: UInt64
+    /// How the call ended.
     public var outcome: Outcome
 
     /// A reply envelope from its parts.

@@ -71,7 +71,8 @@ public final class FabricInvocationDecoder: DistributedTargetInvocationDecoder {
 
     public func decodeNextArgument<Argument: Codable>() throws -> Argument {
         guard next < envelope.arguments.count else {
-            throw ActorCallError(.serialization, "call carries \(envelope.arguments.count) arguments, target wants more")
+            throw ActorCallError(
+                .serialization, "call carries \(envelope.arguments.count) arguments, target wants more")
         }
         defer { next += 1 }
         return try ArgumentCodec.decode(Argument.self, from: envelope.arguments[next])

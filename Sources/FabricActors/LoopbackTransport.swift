@@ -98,11 +98,13 @@ public final class LoopbackTransport: MessageTransport {
         if state.withLock({ $0.closed }) { throw ActorCallError(.unavailable, "loopback transport is closed") }
     }
 
+    /// Delivers `data` to the subject's subscribers now, on this thread.
     public func publish(subject: String, data: [UInt8]) throws {
         try checkOpen()
         network.deliver(subject: subject, data: data, replyTo: nil)
     }
 
+    /// Delivers a request and awaits its reply; fails at once with `.noResponders` when nobody subscribes.
     public func request(subject: String, data: [UInt8], timeout: Duration) async throws -> [UInt8] {
         try checkOpen()
         let prefix = "\(LoopbackNetwork.inboxPrefix)\(id)."
@@ -113,6 +115,7 @@ public final class LoopbackTransport: MessageTransport {
         }
     }
 
+    /// Calls `handler` for each message published to exactly `subject`.
     public func subscribe(subject: String, handler: @escaping @Sendable (InboundMessage) -> Void) throws
         -> any TransportSubscription
     {
@@ -127,8 +130,10 @@ public final class LoopbackTransport: MessageTransport {
         network.unsubscribe(subject, subID)
     }
 
+    /// Nothing to flush: delivery is immediate.
     public func flush(timeout: Duration) async throws { try checkOpen() }
 
+    /// Removes this endpoint's subscriptions and fails its pending requests.
     public func close() async {
         let subs = state.withLock { s -> [UInt64: String] in
             s.closed = true

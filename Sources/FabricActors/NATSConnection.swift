@@ -74,13 +74,21 @@ public struct NATSOptions: Sendable, Equatable {
     public var urls: [String]
     /// The connection's name as the server shows it.
     public var name: String?
+    /// User/password or token, if the server wants one.
     public var credentials: Credentials
+    /// TLS settings; nil for plain TCP (unless a URL says `tls://`).
     public var tls: TLS?
+    /// How long one connection attempt may take.
     public var connectTimeout: Duration
+    /// What to do after losing the server.
     public var reconnect: Reconnect
+    /// Random extra wait added to each reconnect wait.
     public var reconnectJitter: Duration
+    /// Bytes published while reconnecting that are kept and sent after the reconnect.
     public var reconnectBufferBytes: Int
+    /// Interval of the client's PINGs.
     public var pingInterval: Duration
+    /// Unanswered PINGs before the connection counts as broken.
     public var maxPingsOut: Int
     /// Keep trying in the background when no server answers at connect time (instead of failing `connect`).
     public var retryOnFailedConnect: Bool
@@ -112,6 +120,7 @@ public struct NATSOptions: Sendable, Equatable {
         self.sendAsap = sendAsap
     }
 
+    /// `nats://127.0.0.1:4222`, no authentication, unlimited reconnects.
     public static let `default` = NATSOptions()
 }
 
@@ -408,6 +417,7 @@ public final class NATSConnection: MessageTransport {
     /// Whether the connection is established now (not connecting, reconnecting or closed).
     public var isConnected: Bool { natsConnection_Status(conn.raw) == NATS_CONN_STATUS_CONNECTED }
 
+    /// Publishes `data` to `subject` (buffered by cnats unless `sendAsap`).
     public func publish(subject: String, data: [UInt8]) throws {
         let s = data.withUnsafeBytes { natsConnection_Publish(conn.raw, subject, $0.baseAddress, Int32($0.count)) }
         try natsCheck(s, "publish to \(subject)")
@@ -430,7 +440,8 @@ public final class NATSConnection: MessageTransport {
         guard status == NATS_CONN_STATUS_CONNECTED else {
             throw ActorCallError(
                 .unavailable,
-                status == NATS_CONN_STATUS_CLOSED ? "NATS connection is closed" : "not connected to NATS (reconnecting)")
+                status == NATS_CONN_STATUS_CLOSED ? "NATS connection is closed" : "not connected to NATS (reconnecting)"
+            )
         }
         let prefix = inboxPrefix
         return try await mux.request(subject: subject, timeout: timeout) { token in
@@ -454,6 +465,7 @@ public final class NATSConnection: MessageTransport {
         }
     }
 
+    /// Calls `handler` on a cnats delivery thread for each message on `subject` (wildcards allowed).
     public func subscribe(subject: String, handler: @escaping @Sendable (InboundMessage) -> Void) throws
         -> any TransportSubscription
     {
@@ -473,6 +485,7 @@ public final class NATSConnection: MessageTransport {
         natsSubscription_Destroy(sub.raw)
     }
 
+    /// Waits (off the cooperative pool) until the server has processed everything sent so far.
     public func flush(timeout: Duration) async throws {
         if closed.load(ordering: .acquiring) { throw ActorCallError(.unavailable, "NATS connection is closed") }
         let c = conn

@@ -21,7 +21,9 @@ import Testing
         }
     }
 
-    @Test("a call past its deadline fails with deadlineExceeded and the system stays usable", arguments: SystemKind.allCases)
+    @Test(
+        "a call past its deadline fails with deadlineExceeded and the system stays usable",
+        arguments: SystemKind.allCases)
     func deadline(kind: SystemKind) async throws {
         try await withSystems(kind, settings: ActorSystemSettings(callTimeout: .seconds(1))) { s, c in
             try await Self.deadlineBody(s, c)
@@ -42,7 +44,9 @@ import Testing
         }
     }
 
-    @Test("a deallocated actor stops being served; a dropped proxy does not unregister it", arguments: SystemKind.allCases)
+    @Test(
+        "a deallocated actor stops being served; a dropped proxy does not unregister it", arguments: SystemKind.allCases
+    )
     func actorLifetime(kind: SystemKind) async throws {
         try await withSystems(kind) { s, c in
             try await Self.actorLifetimeBody(s, c)
@@ -63,7 +67,9 @@ import Testing
         }
     }
 
-    @Test("in-flight calls are bounded: extra callers queue, beyond the queue they fail fast", arguments: SystemKind.allCases)
+    @Test(
+        "in-flight calls are bounded: extra callers queue, beyond the queue they fail fast",
+        arguments: SystemKind.allCases)
     func boundedInFlight(kind: SystemKind) async throws {
         let settings = ActorSystemSettings(callTimeout: .seconds(5), inFlightCallsMax: 2, queuedCallsMax: 1)
         try await withSystems(kind, settings: settings) { s, c in
@@ -85,7 +91,8 @@ import Testing
         }
     }
 
-    @Test("a system that shut down refuses calls and answers the calls it was executing", arguments: SystemKind.allCases)
+    @Test(
+        "a system that shut down refuses calls and answers the calls it was executing", arguments: SystemKind.allCases)
     func shutdownMidCall(kind: SystemKind) async throws {
         try await withSystems(kind) { s, c in
             try await Self.shutdownMidCallBody(s, c)
@@ -94,7 +101,8 @@ import Testing
 
     // MARK: bodies (generic over the system type)
 
-    static func argumentsRoundTripBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
+    static func argumentsRoundTripBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws
+    {
         let calling = other as! S
         let (local, remote) = try await counter(on: serving, from: calling)
         defer { withExtendedLifetime(local) {} }

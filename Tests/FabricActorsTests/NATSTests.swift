@@ -92,10 +92,12 @@ import Testing
             let silent = try conn.subscribe(subject: "fabric.test.silent") { _ in }
             try await conn.flush(timeout: .seconds(1))
 
-            #expect(try await conn.request(subject: "fabric.test.echo", data: [1, 2, 3], timeout: .seconds(1)) == [3, 2, 1])
+            #expect(
+                try await conn.request(subject: "fabric.test.echo", data: [1, 2, 3], timeout: .seconds(1)) == [3, 2, 1])
             #expect(try await conn.request(subject: "fabric.test.echo", data: [], timeout: .seconds(1)) == [])
             let big = [UInt8](repeating: 7, count: 200_000) + [1]
-            #expect(try await conn.request(subject: "fabric.test.echo", data: big, timeout: .seconds(2)) == big.reversed())
+            #expect(
+                try await conn.request(subject: "fabric.test.echo", data: big, timeout: .seconds(2)) == big.reversed())
             async let many = withThrowingTaskGroup(of: Bool.self) { group in
                 for i in 0..<200 {
                     group.addTask {
@@ -233,14 +235,21 @@ struct TestCertificates {
         try "subjectAltName=IP:127.0.0.1,DNS:localhost\n".write(
             to: dir.appendingPathComponent("san.ext"), atomically: true, encoding: .utf8)
         try Self.openssl(
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=fabric-test-ca", "-keyout",
-             "ca.key", "-out", "ca.pem"], in: dir)
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=fabric-test-ca", "-keyout",
+                "ca.key", "-out", "ca.pem",
+            ], in: dir)
         try Self.openssl(
-            ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out",
-             "server.csr"], in: dir)
+            [
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out",
+                "server.csr",
+            ], in: dir)
         try Self.openssl(
-            ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-             "-extfile", "san.ext", "-out", "server.pem"], in: dir)
+            [
+                "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days",
+                "2",
+                "-extfile", "san.ext", "-out", "server.pem",
+            ], in: dir)
     }
 
     func remove() { try? FileManager.default.removeItem(at: dir) }

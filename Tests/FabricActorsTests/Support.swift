@@ -138,7 +138,8 @@ func portOpen(_ port: Int) -> Bool {
 /// A nats-server of the test's own, on a free loopback port, in a temporary folder with a pidfile.
 final class NATSServer: @unchecked Sendable {
     static let path: String? = {
-        let candidates = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+        let candidates =
+            ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
             + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/nats-server" }
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
     }()
@@ -165,9 +166,10 @@ final class NATSServer: @unchecked Sendable {
     func start() async throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.path!)
-        p.arguments = [
-            "-a", "127.0.0.1", "-p", String(port), "-P", pidFile, "-l", dir.appendingPathComponent("nats.log").path,
-        ] + extraArguments
+        p.arguments =
+            [
+                "-a", "127.0.0.1", "-p", String(port), "-P", pidFile, "-l", dir.appendingPathComponent("nats.log").path,
+            ] + extraArguments
         p.currentDirectoryURL = dir
         try p.run()
         process = p

@@ -36,7 +36,8 @@ struct WireTests {
         .call(
             CallEnvelope(
                 callID: 42, recipient: ActorID(node: "n1", name: "/system/scheduler"), target: "$s4main1AC1fyyYaKFTE",
-                genericSubstitutions: ["16FabricActors15NATSActorSystemC"], arguments: [Array("1".utf8), [], [0, 255]],
+                genericSubstitutions: ["16FabricActors15NATSActorSystemC"],
+                arguments: [Array("1".utf8), [], [0, 255]],
                 timeoutMilliseconds: 5000)),
         .call(
             CallEnvelope(
