@@ -35,24 +35,6 @@ public enum ActorCall {
     @TaskLocal public static var timeout: Duration?
 }
 
-/// What every Fabric actor system provides, so that one actor type runs on any of them:
-/// `distributed actor Scheduler<ActorSystem: FabricActorSystem> { ... }`.
-///
-/// Only the ID type is pinned here. Pinning the invocation encoder/decoder types as well makes Swift 6.3's IRGen
-/// crash on generic distributed actors declared in another module (a null SIL function in
-/// `DistributedAccessor::emit`), so both systems use the same concrete types without the protocol saying so.
-public protocol FabricActorSystem: DistributedActorSystem<any Codable> where ActorID == FabricActors.ActorID {
-    /// The node this system hosts actors for.
-    var node: String { get }
-    /// Creates an actor under a well-known name (e.g. `/system/scheduler`): `try system.makeActor(named: n) { A(actorSystem: system) }`.
-    func makeActor<Act: DistributedActor>(named name: String, _ make: () throws -> Act) throws -> Act
-    where Act.ID == ActorID
-    /// Returns once this system's subscriptions have reached the transport (new actors are reachable).
-    func flush() async throws
-    /// Stops serving: answers calls still executing with `.unavailable`, fails own pending calls, closes the transport.
-    func shutdown() async
-}
-
 /// The transport-independent half of the actor systems: registry, outgoing calls with deadlines and admission,
 /// incoming calls executed in tasks.
 final class ActorSystemCore: Sendable {
@@ -195,9 +177,6 @@ final class ActorSystemCore: Sendable {
         sub?.cancel()
     }
 
-    /// Number of live actors this system serves.
-    var actorCount: Int { state.withLock { s in s.registry.values.filter { $0.actor != nil }.count } }
-
     // MARK: outgoing calls
 
     /// Sends one call and returns the reply outcome; errors of the remote method are rethrown as they were thrown.
@@ -245,7 +224,8 @@ final class ActorSystemCore: Sendable {
         guard case .reply(let reply) = try WireCodec.decode(replyBytes) else {
             throw ActorCallError(.serialization, "expected a reply from \(recipient), got a call")
         }
-        guard reply.callID == callID else {
+        // Call ID 0 answers a call the recipient could not even decode; its error is still the answer.
+        guard reply.callID == callID || reply.callID == 0 else {
             throw ActorCallError(.serialization, "reply for call \(reply.callID) arrived for call \(callID)")
         }
         switch reply.outcome {

@@ -1,6 +1,6 @@
 // FabricActors: distributed actor systems over NATS and in one process.
 //
-//   distributed actor Scheduler<ActorSystem: FabricActorSystem>     (one actor type, any system)
+//   distributed actor Scheduler { typealias ActorSystem = FabricActorSystem }   (one actor type, any system)
 //        |  remoteCall (FabricInvocationEncoder: JSON per argument)
 //        v
 //   ActorSystemCore.call ── CallAdmission (in-flight slots, FIFO queue, deadline) ── WireCodec (CallEnvelope)
@@ -20,5 +20,5 @@
 //   LoopbackTransport.swift  LoopbackNetwork and its endpoints
 //   NATSConnection.swift     NATSOptions, NATSConnection (cnats), natsCheck (the one cnats error wrapper)
 //   CallAdmission.swift      bounded in-flight calls
-//   ActorSystemCore.swift    ActorSystemSettings, ActorCall.timeout, FabricActorSystem, the shared core
-//   ActorSystems.swift       NATSActorSystem, LocalActorSystem
+//   ActorSystemCore.swift    ActorSystemSettings, ActorCall.timeout, the shared core
+//   ActorSystems.swift       FabricActorSystem (what actors name) and its two kinds, NATSActorSystem, LocalActorSystem

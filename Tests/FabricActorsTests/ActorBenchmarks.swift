@@ -41,7 +41,7 @@ struct ActorBenchmarks {
         let system = try LocalActorSystem(node: "bench", logger: quietLogger())
         let local = Counter(actorSystem: system)
         defer { withExtendedLifetime(local) {} }
-        let remote = try Counter<LocalActorSystem>.resolve(id: local.id, using: system)
+        let remote = try Counter.resolve(id: local.id, using: system)
         var lines: [String] = []
         for n in Self.concurrency {
             let rate = try await Self.measure(callers: n) { _ = try await remote.get() }
@@ -62,7 +62,7 @@ struct ActorBenchmarks {
             let local = Counter(actorSystem: serving)
             defer { withExtendedLifetime(local) {} }
             try await serving.flush()
-            let remote = try Counter<NATSActorSystem>.resolve(id: local.id, using: calling)
+            let remote = try Counter.resolve(id: local.id, using: calling)
             #expect(try await remote.get() == 0)
 
             // The raw path: the same NATS connections, a responder echoing an envelope-sized payload.

@@ -99,11 +99,9 @@ import Testing
         }
     }
 
-    // MARK: bodies (generic over the system type)
+    // MARK: bodies
 
-    static func argumentsRoundTripBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws
-    {
-        let calling = other as! S
+    static func argumentsRoundTripBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
         let (local, remote) = try await counter(on: serving, from: calling)
         defer { withExtendedLifetime(local) {} }
         #expect(try await remote.add(5) == 5)
@@ -132,20 +130,18 @@ import Testing
         #expect(try await remote.sleep(milliseconds: 1) == 1)
     }
 
-    static func codecIsAlwaysUsedBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
-        let calling = other as! S
+    static func codecIsAlwaysUsedBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
         let (local, remote) = try await counter(on: serving, from: calling)
         defer { withExtendedLifetime(local) {} }
         // `scratch` is not part of the Codable form: it only survives a call that skips the codec.
         #expect(try await local.pad(Scratchpad(kept: 1, scratch: 9)) == Scratchpad(kept: 1, scratch: 9))
         #expect(try await remote.pad(Scratchpad(kept: 1, scratch: 9)) == Scratchpad(kept: 1, scratch: 0))
         // A proxy on the serving system itself also goes through the transport.
-        let selfProxy = try Counter<S>.resolve(id: local.id, using: serving)
+        let selfProxy = try Counter.resolve(id: local.id, using: serving)
         #expect(try await selfProxy.pad(Scratchpad(kept: 2, scratch: 9)) == Scratchpad(kept: 2, scratch: 0))
     }
 
-    static func deadlineBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
-        let calling = other as! S
+    static func deadlineBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
         let (local, remote) = try await counter(on: serving, from: calling)
         defer { withExtendedLifetime(local) {} }
         let (error, elapsed) = await failure { try await remote.sleep(milliseconds: 3000) }
@@ -169,8 +165,7 @@ import Testing
         #expect(try await remote.add(1) == 2)
     }
 
-    static func remoteErrorsBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
-        let calling = other as! S
+    static func remoteErrorsBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
         let (local, remote) = try await counter(on: serving, from: calling)
         defer { withExtendedLifetime(local) {} }
         let (error, _) = await failure { try await remote.fail(field: "gpu") }
@@ -188,27 +183,25 @@ import Testing
         #expect(try await remote.add(1) == 1)
     }
 
-    static func unknownActorBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
-        let calling = other as! S
+    static func unknownActorBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
         _ = try await counter(on: serving, from: calling)
         for id in [ActorID(node: "n1", name: "nobody"), ActorID(node: "n9", name: "/system/scheduler")] {
-            let ghost = try Counter<S>.resolve(id: id, using: calling)
+            let ghost = try Counter.resolve(id: id, using: calling)
             let (error, elapsed) = await failure { try await ghost.get() }
             #expect(callCode(error) == .noResponders)
             #expect(elapsed < .seconds(1))  // the deadline is 5 s
         }
     }
 
-    static func actorLifetimeBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
-        let calling = other as! S
-        var local: Counter<S>? = Counter(actorSystem: serving)
+    static func actorLifetimeBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
+        var local: Counter? = Counter(actorSystem: serving)
         let id = local!.id
         try await serving.flush()
         do {
-            let proxy = try Counter<S>.resolve(id: id, using: serving)
+            let proxy = try Counter.resolve(id: id, using: serving)
             #expect(try await proxy.add(1) == 1)
         }
-        let remote = try Counter<S>.resolve(id: id, using: calling)
+        let remote = try Counter.resolve(id: id, using: calling)
         #expect(try await remote.add(1) == 2)
         #expect(local != nil)
         local = nil
@@ -217,14 +210,13 @@ import Testing
         #expect(callCode(error) == .noResponders)
     }
 
-    static func namedActorsBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
-        let calling = other as! S
+    static func namedActorsBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
         let (local, remote) = try await counter(on: serving, from: calling, named: "/system/scheduler")
         defer { withExtendedLifetime(local) {} }
         #expect(local.id == ActorID(node: "n1", name: "/system/scheduler"))
         #expect(local.id.subject == "fabric.actor.n1.%2Fsystem%2Fscheduler")
         #expect(try await remote.add(4) == 4)
-        let byName = try Counter<S>.resolve(
+        let byName = try Counter.resolve(
             id: ActorID(node: "n1", name: "/system/scheduler"), using: calling)
         #expect(try await byName.get() == 4)
         #expect(throws: FabricError.self) {
@@ -238,7 +230,7 @@ import Testing
         }
         // Only the first actor made inside the closure takes the name; an actor of another system is refused.
         let second = Recorder<ActorID>()
-        let first = try serving.makeActor(named: "/system/first") { () -> Counter<S> in
+        let first = try serving.makeActor(named: "/system/first") { () -> Counter in
             let c = Counter(actorSystem: serving)
             second.append(Counter(actorSystem: serving).id)
             return c
@@ -255,20 +247,18 @@ import Testing
         #expect(a.id.name.hasPrefix("counter-"))
     }
 
-    static func nestedCallsBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
-        let calling = other as! S
+    static func nestedCallsBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
         let relay = Relay(actorSystem: serving)
         defer { withExtendedLifetime(relay) {} }
         let target = Counter(actorSystem: calling)
         try await serving.flush()
         try await calling.flush()
-        let remoteRelay = try Relay<S>.resolve(id: relay.id, using: calling)
+        let remoteRelay = try Relay.resolve(id: relay.id, using: calling)
         #expect(try await remoteRelay.addTwice(on: target.id, 3) == 6)
         #expect(try await target.get() == 6)
     }
 
-    static func boundedInFlightBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
-        let calling = other as! S
+    static func boundedInFlightBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
         let (local, remote) = try await counter(on: serving, from: calling)
         defer { withExtendedLifetime(local) {} }
         let slow1 = Task { try await remote.sleep(milliseconds: 600) }
@@ -286,8 +276,7 @@ import Testing
         #expect(try await remote.add(1) == 1)
     }
 
-    static func inboundLimitBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
-        let calling = other as! S
+    static func inboundLimitBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
         let (local, remote) = try await counter(on: serving, from: calling)
         defer { withExtendedLifetime(local) {} }
         let slow = Task { try await remote.sleep(milliseconds: 500) }
@@ -298,8 +287,7 @@ import Testing
         #expect(try await remote.get() == 0)
     }
 
-    static func cancellationBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
-        let calling = other as! S
+    static func cancellationBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
         let (local, remote) = try await counter(on: serving, from: calling)
         defer { withExtendedLifetime(local) {} }
         let clock = ContinuousClock()
@@ -313,8 +301,7 @@ import Testing
         #expect(inFlight(calling) == 0)
     }
 
-    static func shutdownMidCallBody<S: FabricActorSystem>(_ serving: S, _ other: any FabricActorSystem) async throws {
-        let calling = other as! S
+    static func shutdownMidCallBody(_ serving: FabricActorSystem, _ calling: FabricActorSystem) async throws {
         let (local, remote) = try await counter(on: serving, from: calling)
         defer { withExtendedLifetime(local) {} }
         let clock = ContinuousClock()
@@ -332,13 +319,9 @@ import Testing
     }
 }
 
-func inFlight(_ s: some FabricActorSystem) -> Int {
-    (s as? NATSActorSystem)?.inFlightCalls ?? (s as? LocalActorSystem)?.inFlightCalls ?? -1
-}
+func inFlight(_ s: FabricActorSystem) -> Int { s.inFlightCalls }
 
-func queuedCalls(_ s: some FabricActorSystem) -> Int {
-    (s as? NATSActorSystem)?.core.admission.queued ?? (s as? LocalActorSystem)?.core.admission.queued ?? -1
-}
+func queuedCalls(_ s: FabricActorSystem) -> Int { s.queuedCalls }
 
 /// Polls `condition` every 10 ms for up to `limit`.
 func waitUntil(_ limit: Duration = .seconds(5), _ condition: () -> Bool) async throws {

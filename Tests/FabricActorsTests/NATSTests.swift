@@ -18,7 +18,7 @@ import Testing
             let local = Counter(actorSystem: serving)
             defer { withExtendedLifetime(local) {} }
             try await serving.flush()
-            let remote = try Counter<NATSActorSystem>.resolve(id: local.id, using: calling)
+            let remote = try Counter.resolve(id: local.id, using: calling)
             #expect(try await remote.add(1) == 1)
 
             let clock = ContinuousClock()
@@ -53,7 +53,7 @@ import Testing
             let local = try serving.makeActor(named: "/system/counter") { Counter(actorSystem: serving) }
             defer { withExtendedLifetime(local) {} }
             try await serving.flush()
-            let remote = try Counter<NATSActorSystem>.resolve(id: local.id, using: calling)
+            let remote = try Counter.resolve(id: local.id, using: calling)
             #expect(try await remote.add(1) == 1)
 
             server.stop()
@@ -182,7 +182,7 @@ import Testing
             let system = try await NATSActorSystem.connect(node: "n1", options: options, logger: quietLogger())
             let local = Counter(actorSystem: system)
             try await system.flush()
-            let remote = try Counter<NATSActorSystem>.resolve(id: local.id, using: system)
+            let remote = try Counter.resolve(id: local.id, using: system)
             #expect(try await remote.add(2) == 2)
             await system.shutdown()
         }
@@ -200,7 +200,7 @@ import Testing
             let system = try await NATSActorSystem.connect(node: "n1", options: options, logger: quietLogger())
             let local = Counter(actorSystem: system)
             try await system.flush()
-            let remote = try Counter<NATSActorSystem>.resolve(id: local.id, using: system)
+            let remote = try Counter.resolve(id: local.id, using: system)
             #expect(try await remote.echo("over tls") == "over tls")
             await system.shutdown()
 

@@ -40,7 +40,9 @@ struct Oops: Error, CustomStringConvertible {
 }
 
 /// The test actor: one method per kind of argument and result.
-distributed actor Counter<ActorSystem: FabricActorSystem> {
+distributed actor Counter {
+    typealias ActorSystem = FabricActorSystem
+
     var value = 0
 
     distributed func add(_ n: Int) -> Int {
@@ -72,9 +74,11 @@ distributed actor Counter<ActorSystem: FabricActorSystem> {
 }
 
 /// An actor that calls another actor (nested calls across nodes).
-distributed actor Relay<ActorSystem: FabricActorSystem> {
+distributed actor Relay {
+    typealias ActorSystem = FabricActorSystem
+
     distributed func addTwice(on counter: ActorID, _ n: Int) async throws -> Int {
-        let c = try Counter<ActorSystem>.resolve(id: counter, using: actorSystem)
+        let c = try Counter.resolve(id: counter, using: actorSystem)
         _ = try await c.add(n)
         return try await c.add(n)
     }
@@ -225,7 +229,7 @@ enum SystemKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 /// Runs `body` with a serving and a calling system of `kind`, then shuts both down (and the server, for NATS).
 func withSystems(
     _ kind: SystemKind, settings: ActorSystemSettings = .default,
-    _ body: (any FabricActorSystem, any FabricActorSystem) async throws -> Void
+    _ body: (FabricActorSystem, FabricActorSystem) async throws -> Void
 ) async throws {
     switch kind {
     case .local:
@@ -261,12 +265,12 @@ func withSystems(
 }
 
 /// Creates a Counter on `serving` and returns it with a proxy for it on `calling` (so calls cross the transport).
-func counter<S: FabricActorSystem>(
-    on serving: S, from calling: S, named name: String? = nil
-) async throws -> (Counter<S>, Counter<S>) {
+func counter(
+    on serving: FabricActorSystem, from calling: FabricActorSystem, named name: String? = nil
+) async throws -> (Counter, Counter) {
     let local =
         try name.map { n in try serving.makeActor(named: n) { Counter(actorSystem: serving) } }
         ?? Counter(actorSystem: serving)
     try await serving.flush()
-    return (local, try Counter<S>.resolve(id: local.id, using: calling))
+    return (local, try Counter.resolve(id: local.id, using: calling))
 }
