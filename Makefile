@@ -8,7 +8,7 @@ SEED ?= 1
 RUNS ?= 20
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap build release weaver shuttle run test test-unit test-integration bench bench-api fmt lint clean sim
+.PHONY: help bootstrap build release weaver shuttle run test test-unit test-integration bench bench-api bench-actors fmt lint clean sim
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -43,10 +43,14 @@ test-unit: bootstrap ## run the tests that need no server
 test-integration: bootstrap ## run the tests that start real servers and binaries
 	./scripts/test --filter IntegrationTests
 
-bench: bench-api ## run every benchmark
+bench: bench-api bench-actors ## run every benchmark
 
 bench-api: bootstrap ## wrk against weaver (SQLite, PostgreSQL), a bare libmicrohttpd responder and nginx
 	./scripts/bench-api
+
+bench-actors: bootstrap ## distributed-actor round trips over NATS beside raw cnats requests, and in one process
+	$(SWIFT) build -c release --build-tests -Xswiftc -enable-testing
+	FABRIC_BENCH_ACTORS=1 $(SWIFT) test -c release --skip-build --filter ActorBenchmarks
 
 sim: ## run the simulator with one seed (SEED=N)
 	$(SWIFT) run -c release fabric-sim --seed $(SEED)
