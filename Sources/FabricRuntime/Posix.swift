@@ -28,10 +28,24 @@ enum Posix {
 
     /// Reads at most `bytesMax` bytes from the start of a file; nil when it cannot be opened.
     static func readFile(_ path: String, bytesMax: Int = smallFileBytesMax) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = openRegular(path)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         return readUpTo(fd, offset: 0, count: bytesMax)
+    }
+
+    /// Opens a regular file for reading without blocking and without following a symlink: a workload owns its
+    /// directory and could put a FIFO (which would block the reader forever) or a link to another file there.
+    /// Returns -1 for anything but a regular file.
+    static func openRegular(_ path: String) -> Int32 {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
+        guard fd >= 0 else { return -1 }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            return -1
+        }
+        return fd
     }
 
     /// Reads up to `count` bytes at `offset` (fewer at end of file).
@@ -53,7 +67,7 @@ enum Posix {
 
     /// The newest `bytesMax` bytes of a file (all of it when smaller); empty when it does not exist.
     static func readTail(_ path: String, bytesMax: Int) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = openRegular(path)
         guard fd >= 0 else { return [] }
         defer { close(fd) }
         var st = stat()

@@ -39,6 +39,10 @@ public actor NodeAgent {
     private var watching: [String: Int] = [:]
     /// Attempts stopped before they started (`id#attempt`): a late `run` for them must not start anything.
     private var cancelled: Set<String> = []
+    /// Workloads whose runtime start is in progress: a stop waits for it, so it never runs before the process
+    /// exists (and leaves it running).
+    private var starting: Set<String> = []
+    static let startWaitMax: Duration = .seconds(30)
     static let cancelledMax = 10_000
 
     public init(info: NodeInfo, runtimes: [any WorkloadRuntime], logger: Logger) {
@@ -65,6 +69,8 @@ public actor NodeAgent {
         let request = RunRequest(
             workloadID: a.workloadID, attempt: a.attempt, command: a.spec.command ?? [], env: a.spec.env,
             workingDir: a.spec.workingDir, resources: a.spec.resources)
+        starting.insert(a.workloadID)
+        defer { starting.remove(a.workloadID) }
         do {
             try await runtime.start(request)
         } catch {
@@ -93,6 +99,10 @@ public actor NodeAgent {
     /// it ended when it had started (nil when it never did).
     @discardableResult
     public func stop(workloadID: String, attempt: Int, kind: RuntimeKind, grace: Duration) async -> ExitStatus? {
+        let deadline = ContinuousClock.now + Self.startWaitMax
+        while starting.contains(workloadID) && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
         if watching[workloadID] != attempt {
             if cancelled.count >= Self.cancelledMax { cancelled.removeAll() }
             cancelled.insert("\(workloadID)#\(attempt)")

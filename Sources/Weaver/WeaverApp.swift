@@ -59,6 +59,7 @@ public final class WeaverApp: Sendable {
                 .failedPrecondition, "cannot create data.dir \(dataDir): \(error.localizedDescription)",
                 field: "data.dir")
         }
+        try lockDataDir(dataDir)
         let store: any StateStore
         let storeKind: String
         switch settings.database.kind {
@@ -203,5 +204,27 @@ extension Settings.Database {
     /// Where the database is, for logs: the URL with its password masked, or user@host:port/database.
     var redactedTarget: String {
         url.isEmpty ? "\(user)@\(host):\(port)/\(database)" : SettingText.redactURL(url)
+    }
+}
+
+extension WeaverApp {
+    /// Takes an exclusive lock on `data.dir` for the life of the process, so two weavers never share one
+    /// (they would both count the same node's capacity and run its workloads).
+    static func lockDataDir(_ dir: String) throws {
+        let path = (dir as NSString).appendingPathComponent("weaver.lock")
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw FabricError(
+                .failedPrecondition, "cannot open \(path): \(String(cString: strerror(errno)))", field: "data.dir")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw FabricError(
+                .failedPrecondition, "another weaver is using data.dir \(dir) (\(path) is locked)", field: "data.dir")
+        }
+        // Kept open (and locked) until the process exits.
+        let pid = "\(getpid())\n"
+        _ = ftruncate(fd, 0)
+        _ = pid.withCString { write(fd, $0, strlen($0)) }
     }
 }

@@ -301,18 +301,12 @@ public actor WorkloadService {
     /// Deletes a workload: pending ones at once; placed ones after SIGTERM (then SIGKILL after the grace).
     public func delete(_ id: String) async throws -> Workload {
         guard let w = active[id] else {
-            guard var stored = try await store.workload(id: id) else { throw notFound(id) }
-            guard stored.phase != .deleted else { return stored }
-            stored.version += 1
-            stored.updatedAt = clock.now()
-            let from = stored.phase
-            stored.status.phase = .deleted
-            stored.status.reason = "Deleted"
-            stored.status.message = "deleted after it \(from.rawValue)"
-            let e = WorkloadEvent(
-                workloadID: id, seq: 0, at: stored.updatedAt, from: from, to: .deleted, reason: "Deleted")
-            try await store.updateWorkload(stored, event: e)
-            return stored
+            // A workload that just finished: let its final write land first, so this one builds on it.
+            for _ in 0..<Self.finishWaitRounds where finishing[id] != nil {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            if let again = active[id] { return try await delete(again.id) }  // restarted meanwhile
+            return try await deleteStored(id)
         }
         switch w.phase {
         case .pending, .lost, .preempted:
@@ -329,6 +323,36 @@ public actor WorkloadService {
             if let node = w.status.node { stopLater(id, nodeID: node) } else { finishDeletion(id, status: nil) }
         }
         return try await get(id)
+    }
+
+    /// Rounds of 10 ms a DELETE waits for a just-finished workload's final write.
+    static let finishWaitRounds = 500
+
+    /// Marks a finished (stored, final) workload deleted; retried on a concurrent change, idempotent.
+    func deleteStored(_ id: String) async throws -> Workload {
+        for _ in 0..<3 {
+            guard var stored = try await store.workload(id: id) else { throw notFound(id) }
+            guard stored.phase != .deleted else { return stored }
+            guard stored.phase.isFinal else {
+                throw FabricError(.unavailable, "workload \(id) is being updated; try again", field: "id")
+            }
+            stored.version += 1
+            stored.updatedAt = clock.now()
+            let from = stored.phase
+            stored.status.phase = .deleted
+            stored.status.reason = "Deleted"
+            stored.status.message = "deleted after it \(from.rawValue)"
+            let e = WorkloadEvent(
+                workloadID: id, seq: 0, at: stored.updatedAt, from: from, to: .deleted, reason: "Deleted")
+            do {
+                try await store.updateWorkload(stored, event: e)
+                return stored
+            } catch let err as FabricError where err.code == .conflict {
+                continue  // another DELETE got there first: read again
+            }
+        }
+        guard let w = try await store.workload(id: id) else { throw notFound(id) }
+        return w
     }
 
     /// The tail of a workload's output, from the node that runs (or ran) it.

@@ -23,6 +23,9 @@ do {
     exit(SettingsLoader.usageExitCode)
 }
 
+// A vanished reader of stdout/stderr (a log shipper restarting, `| head`) must not kill the control plane.
+signal(SIGPIPE, SIG_IGN)
+
 let logger = Logger(
     component: "weaver", level: LogLevel(name: settings.log.level.rawValue) ?? .info,
     format: settings.log.format == .json ? .json : .text)

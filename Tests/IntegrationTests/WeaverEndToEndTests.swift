@@ -193,6 +193,48 @@ import Testing
         _ = try await c.waitFor(longID) { phase($0) == "deleted" }
     }
 
+    @Test func aSecondWeaverOnTheSameDataDirIsRefused() async throws {
+        let first = try WeaverProcess()
+        try await first.start()
+        defer { first.stop() }
+        let second = try WeaverProcess(dataDir: first.dataDir)
+        await #expect(throws: WeaverFailed.self) { try await second.start() }
+        #expect(second.log.contains("another weaver is using data.dir"))
+        #expect(try await first.client.get("/health").status == 200)
+    }
+
+    @Test func deleteDuringStartStopsTheProcess() async throws {
+        let weaver = try WeaverProcess(args: ["--runtime-stop-grace", "1s"])
+        try await weaver.start()
+        defer { weaver.stop() }
+        let c = weaver.client
+        let marker = weaver.dataDir + "-started"
+        var ids: [String] = []
+        for i in 0..<10 {
+            let r = try await c.post(
+                "/v1/workloads",
+                #"{"name":"race\#(i)","command":["sh","-c","echo x >> \#(marker); exec sleep 300"],"resources":{"cpu":"10m"}}"#
+            )
+            let id = try #require(r.json["id"] as? String)
+            ids.append(id)
+            _ = try await c.delete("/v1/workloads/\(id)")
+        }
+        for id in ids { _ = try await c.waitFor(id) { phase($0) == "deleted" } }
+        try await Task.sleep(for: .milliseconds(500))
+        // Whatever started was stopped: no `sleep 300` of these workloads survives.
+        let ps = Process()
+        ps.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+        ps.arguments = ["-f", "fabric-monitor --dir \(weaver.dataDir)"]
+        let out = Pipe()
+        ps.standardOutput = out
+        try ps.run()
+        ps.waitUntilExit()
+        let survivors = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(survivors.isEmpty, "monitors still running: \(survivors)")
+        let node = (try await c.get("/v1/nodes").json["nodes"] as? [[String: Any]])?.first
+        #expect((node?["allocated"] as? [String: Any])?["cpu"] as? String == "0")
+    }
+
     @Test func concurrentSubmissionsNeverOverCommit() async throws {
         let weaver = try WeaverProcess(args: ["--node-cpu", "2", "--node-memory", "1Gi"])
         try await weaver.start()
