@@ -18,6 +18,25 @@ struct WeaverAPI: Sendable {
     static let logTailBytesDefault = 1 << 20
     static let logTailBytesMax = 16 << 20
     static let eventsPageMax = 1000
+    /// How long /health waits for the store before answering 503.
+    static let healthStoreTimeout: Duration = .seconds(2)
+
+    /// Runs `body`, or throws `.unavailable` once `limit` has passed. The body runs unstructured, so a call stuck
+    /// in a blocked database cannot hold the answer back; it finishes (or not) on its own.
+    static func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T)
+        async throws -> T
+    {
+        let result = Promise<T>()
+        Task {
+            do { result.fulfil(.success(try await body())) } catch { result.fulfil(.failure(error)) }
+        }
+        let timer = Task {
+            try await Task.sleep(for: limit)
+            result.fulfil(.failure(FabricError(.unavailable, "no answer within \(limit)")))
+        }
+        defer { timer.cancel() }
+        return try await result.value()
+    }
 
     func router() -> Router {
         var r = Router()
@@ -58,8 +77,9 @@ struct WeaverAPI: Sendable {
 
     func health() async throws -> Response {
         let schema: Int
-        do { schema = try await store.schemaVersion() } catch {
-            throw FabricError(.unavailable, "the \(storeKind) store does not answer: \(error)")
+        do { schema = try await Self.withDeadline(Self.healthStoreTimeout) { try await store.schemaVersion() } } catch {
+            let detail = (error as? FabricError)?.message ?? "\(error)"
+            throw FabricError(.unavailable, "the \(storeKind) store does not answer: \(detail)")
         }
         let uptime = clock.now().since(startedAt).components.seconds
         return try .json(
