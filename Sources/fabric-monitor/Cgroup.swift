@@ -92,6 +92,7 @@ func enterCgroup(controller: String, name: String, knobs: [(String, String)], lo
 
 /// Moves the monitor back to where it came from and removes the workload's cgroup.
 func leaveCgroup(_ group: inout ControllerGroup, log: MonitorLog) {
+    killCgroupMembers(group, log: log)
     _ = writeKnob(group.parent + "/cgroup.procs", String(getpid()))
     if rmdir(group.path) != 0 && errno != ENOENT {
         log.note("cgroup \(group.controller): cannot remove \(group.path): \(errnoText(errno))")
@@ -111,4 +112,24 @@ func memoryKnobs(bytes: Int64) -> [(String, String)] {
 func cpuKnobs(millis: Int64) -> [(String, String)] {
     let quota = max(cpuQuotaMicrosMin, millis * cpuPeriodMicros / 1000)
     return [("cpu.cfs_period_us", String(cpuPeriodMicros)), ("cpu.cfs_quota_us", String(quota))]
+}
+
+/// Rounds (of 10 ms) spent waiting for the cgroup's leftover processes to die.
+let cgroupDrainRoundsMax = 100
+
+/// Kills every process still in the workload's cgroup but the monitor: descendants that left the workload's
+/// process group (`setsid`, double fork) are still members, so none of them outlives its workload.
+func killCgroupMembers(_ group: ControllerGroup, log: MonitorLog) {
+    let me = getpid()
+    for round in 0..<cgroupDrainRoundsMax {
+        guard let bytes = readFile(group.path + "/cgroup.procs", bytesMax: 1 << 20) else { return }
+        let others = String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { Int32($0) }
+            .filter { $0 != me }
+        if others.isEmpty { return }
+        if round == 0 { log.note("killing \(others.count) processes left in cgroup \(group.path)") }
+        for pid in others { _ = kill(pid, SIGKILL) }
+        _ = poll(nil, 0, 10)
+        while waitpid(-1, nil, WNOHANG) > 0 {}  // the monitor is their subreaper: zombies stay members until reaped
+    }
+    log.note("cgroup \(group.path): processes still present after SIGKILL")
 }

@@ -292,6 +292,21 @@ struct StopTests {
         #expect(monitorLog.contains("killing processes left in group \(state.pgid)"))
     }
 
+    @Test(
+        "a descendant that left the process group (setsid) is killed through the cgroup",
+        .enabled(if: cgroupWritable("memory")))
+    func setsidEscapeeIsKilled() async throws {
+        let box = Sandbox()
+        let runtime = box.runtime()
+        let marker = "4\(Int.random(in: 100_000...999_999))"
+        let limits = Resources(cpuMillis: 500, memoryBytes: 256 << 20)
+        try await runtime.start(run("escapee", sh("setsid sleep \(marker) & sleep 60"), resources: limits))
+        #expect(await eventually { pids(matching: "sleep \(marker)").count == 1 })
+        await runtime.stop(workloadID: "escapee", grace: .seconds(5))
+        #expect(await runtime.waitForExit(workloadID: "escapee") == .signaled(signal: SIGTERM))
+        #expect(await eventually { pids(matching: "sleep \(marker)").isEmpty })
+    }
+
     @Test("the monitor ignores SIGTERM and SIGHUP and keeps supervising")
     func monitorIgnoresTerm() async throws {
         let box = Sandbox()
@@ -576,5 +591,17 @@ struct CapacityTests {
             RuntimeCapacity.summarize(cpuCount: 1, memoryBytes: 1, gpus: [l4, h200]).gpu
                 == GPUSpec(count: 1, model: "L4"))
         #expect(RuntimeCapacity.summarize(cpuCount: 2, memoryBytes: 5, gpus: []).gpu == nil)
+    }
+}
+
+/// PIDs whose command line is exactly `command` (from /proc).
+func pids(matching command: String) -> [Int32] {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+    return entries.compactMap { e -> Int32? in
+        guard let pid = Int32(e),
+            let raw = FileManager.default.contents(atPath: "/proc/\(e)/cmdline"), !raw.isEmpty
+        else { return nil }
+        let line = String(decoding: raw.dropLast(), as: UTF8.self).replacingOccurrences(of: "\u{0}", with: " ")
+        return line == command ? pid : nil
     }
 }
