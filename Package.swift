@@ -38,7 +38,7 @@ let package = Package(
             name: "Weaver",
             dependencies: [
                 "FabricCore", "FabricScheduler", "FabricStore", "FabricHTTP", "FabricProviders", "FabricRuntime",
-                "Shuttle", "FabricLog", "CYAML",
+                "Shuttle", "FabricLog", "FabricActors", "CYAML",
             ]),
 
         // Thin executables.

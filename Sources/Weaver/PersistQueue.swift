@@ -59,16 +59,16 @@ final class PersistQueue: Sendable {
     private let logger: Logger
     private let pendingWrites = Gauge()
 
-    init(store: any StateStore, lanes: Int, logger: Logger) {
+    init(store: any StateStore, lanes: Int, logger: Logger, events: (any EventPublisher)? = nil) {
         self.store = store
         self.logger = logger
         var conts: [AsyncStream<Job>.Continuation] = []
         for _ in 0..<min(max(1, lanes), Self.lanesMax) {
             let (stream, cont) = AsyncStream.makeStream(of: Job.self, bufferingPolicy: .unbounded)
             conts.append(cont)
-            Task { [store, logger, pendingWrites] in
+            Task { [store, logger, pendingWrites, events] in
                 for await job in stream {
-                    await Self.perform(job, store: store, logger: logger)
+                    await Self.perform(job, store: store, logger: logger, events: events)
                     pendingWrites.add(-1)
                 }
             }
@@ -101,11 +101,14 @@ final class PersistQueue: Sendable {
         return Int(h % UInt64(n))
     }
 
-    private static func perform(_ job: Job, store: any StateStore, logger: Logger) async {
+    private static func perform(_ job: Job, store: any StateStore, logger: Logger, events: (any EventPublisher)?)
+        async
+    {
         switch job.op {
         case .create(let w, let e):
             do {
-                try await store.createWorkload(w, event: e)
+                let stored = try await store.createWorkload(w, event: e)
+                events?.publish(stored)
                 job.done.fulfil(.success(()))
             } catch {
                 job.done.fulfil(.failure(error))
@@ -114,7 +117,7 @@ final class PersistQueue: Sendable {
             var delay: Duration = .milliseconds(50)
             while true {
                 do {
-                    try await store.updateWorkload(w, event: e)
+                    if let stored = try await store.updateWorkload(w, event: e) { events?.publish(stored) }
                     job.done.fulfil(.success(()))
                     return
                 } catch let err as FabricError where err.code == .conflict || err.code == .notFound {

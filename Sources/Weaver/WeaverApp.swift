@@ -1,3 +1,4 @@
+import FabricActors
 import FabricCore
 import FabricHTTP
 import FabricLog
@@ -86,9 +87,22 @@ public final class WeaverApp: Sendable {
         options.stopGrace = settings.runtime.stopGrace
         options.persistLanes = max(4, settings.database.poolSize)  // pipelines writes; SQLite still has one writer
         let idGenerator = ids ?? SeededIDGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        var events: (any EventPublisher)? = nil
+        if !settings.nats.url.isEmpty {
+            let nats: NATSConnection
+            do {
+                nats = try await NATSConnection.connect(
+                    NATSOptions(urls: [settings.nats.url], name: "weaver"), logger: logger.with(component: "nats"))
+            } catch {
+                let detail = (error as? FabricError)?.message ?? "\(error)"
+                throw FabricError(.unavailable, "cannot connect to nats.url: \(detail)", field: "nats.url")
+            }
+            events = NATSEventPublisher(connection: nats, logger: logger.with(component: "events"))
+            logger.info("publishing workload events on NATS", ["subjects": NATSEventPublisher.subjectPrefix + "<id>"])
+        }
         let service = WorkloadService(
             store: store, clock: clock, ids: idGenerator, logger: logger.with(component: "workloads"),
-            options: options, offerView: { providers.offerView })
+            options: options, offerView: { providers.offerView }, events: events)
 
         if settings.node.enabled {
             let runtime = ProcessRuntime(

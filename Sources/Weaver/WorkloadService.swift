@@ -104,7 +104,8 @@ public actor WorkloadService {
     public init(
         store: any StateStore, clock: any WallClock, ids: any IDGenerator, logger: Logger,
         options: WorkloadServiceOptions = .init(), stack: PlacementStack = PlacementStack(),
-        offerView: @escaping @Sendable () -> OfferView = { OfferView(offers: [], enabledProviders: []) }
+        offerView: @escaping @Sendable () -> OfferView = { OfferView(offers: [], enabledProviders: []) },
+        events: (any EventPublisher)? = nil
     ) {
         self.store = store
         self.clock = clock
@@ -113,7 +114,7 @@ public actor WorkloadService {
         self.options = options
         self.stack = stack
         self.offerView = offerView
-        self.persist = PersistQueue(store: store, lanes: options.persistLanes, logger: logger)
+        self.persist = PersistQueue(store: store, lanes: options.persistLanes, logger: logger, events: events)
     }
 
     // MARK: - Nodes

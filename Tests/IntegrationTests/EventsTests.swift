@@ -1,0 +1,86 @@
+import FabricActors
+import Foundation
+import Synchronization
+import Testing
+
+/// A nats-server on a free loopback port in a temp folder, stopped by the test.
+final class NATSProcess: @unchecked Sendable {
+    let port = freePort()
+    let dir = NSTemporaryDirectory() + "fabric-nats-\(UUID().uuidString.prefix(8))"
+    private var process: Process?
+    var url: String { "nats://127.0.0.1:\(port)" }
+
+    func start() async throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = ["/usr/sbin/nats-server", "/usr/bin/nats-server"].first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try #require(path, "nats-server missing: run scripts/bootstrap"))
+        p.arguments = ["-a", "127.0.0.1", "-p", String(port), "-P", dir + "/nats.pid", "-l", dir + "/nats.log"]
+        try p.run()
+        process = p
+        for _ in 0..<200 {
+            if (try? await NATSConnection.connect(NATSOptions(urls: [url], reconnect: .never))) != nil { return }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        throw WeaverFailed(log: "nats-server did not start")
+    }
+
+    func stop() {
+        guard let p = process, p.isRunning else { return }
+        p.terminate()
+        p.waitUntilExit()
+        process = nil
+    }
+
+    deinit { stop() }
+}
+
+@Suite(.serialized) struct EventsTests {
+    /// A plain NATS subscriber sees every transition of a workload, complete and in order.
+    @Test func workloadTransitionsArePublishedInOrder() async throws {
+        let nats = NATSProcess()
+        try await nats.start()
+        defer { nats.stop() }
+        let raw = Mutex<[(subject: String, data: Data)]>([])
+        let subscriber = try await NATSConnection.connect(NATSOptions(urls: [nats.url], name: "test-subscriber"))
+        let sub = try subscriber.subscribe(subject: "fabric.events.workload.>") { msg in
+            raw.withLock { $0.append((msg.subject, Data(msg.data))) }
+        }
+        defer { sub.cancel() }
+        try await subscriber.flush(timeout: .seconds(5))
+
+        let weaver = try WeaverProcess(args: ["--nats-url", nats.url])
+        try await weaver.start()
+        defer { weaver.stop() }
+        let c = weaver.client
+        var ids: [String] = []
+        for i in 0..<3 {
+            let r = try await c.post("/v1/workloads", #"{"name":"ev\#(i)","command":["sh","-c","echo \#(i)"]}"#)
+            ids.append(try #require(r.json["id"] as? String))
+        }
+        for id in ids { _ = try await c.waitFor(id) { phase($0) == "succeeded" } }
+        try await Task.sleep(for: .milliseconds(300))
+        let received: [[String: Any]] = raw.withLock { $0 }.map { m in
+            var event = (try? JSONSerialization.jsonObject(with: m.data)) as? [String: Any] ?? [:]
+            event["subject"] = m.subject
+            return event
+        }
+        for id in ids {
+            let events = received.filter { $0["workloadID"] as? String == id }
+            #expect(events.map { $0["seq"] as? Int ?? 0 } == [1, 2, 3, 4, 5])
+            #expect(
+                events.map { $0["to"] as? String ?? "" } == [
+                    "pending", "scheduled", "starting", "running", "succeeded",
+                ])
+            #expect(events.allSatisfy { $0["subject"] as? String == "fabric.events.workload.\(id)" })
+        }
+    }
+
+    @Test func anUnreachableNATSIsAClearStartError() async throws {
+        let weaver = try WeaverProcess(args: ["--nats-url", "nats://127.0.0.1:\(freePort())"])
+        await #expect(throws: WeaverFailed.self) { try await weaver.start() }
+        #expect(weaver.log.contains("cannot connect to nats.url"))
+    }
+}
