@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "FabricActors", dependencies: ["FabricCore", "FabricLog", "CNATS"]),
 
         // Composition.
-        .target(name: "Shuttle", dependencies: ["FabricCore", "FabricRuntime", "FabricLog"]),
+        .target(name: "Shuttle", dependencies: ["FabricCore", "FabricRuntime", "FabricLog", "FabricActors"]),
         .target(
             name: "Weaver",
             dependencies: [

@@ -11,6 +11,7 @@ public struct FabricError: Error, Sendable, Equatable, CustomStringConvertible {
         case payloadTooLarge = "payload_too_large"
         case methodNotAllowed = "method_not_allowed"
         case unsupportedMediaType = "unsupported_media_type"
+        case permissionDenied = "permission_denied"
         case failedPrecondition = "failed_precondition"
         case resourceExhausted = "resource_exhausted"
         case unavailable = "unavailable"
@@ -25,6 +26,7 @@ public struct FabricError: Error, Sendable, Equatable, CustomStringConvertible {
             case .alreadyExists, .conflict, .failedPrecondition: 409
             case .payloadTooLarge: 413
             case .unsupportedMediaType: 415
+            case .permissionDenied: 403
             case .resourceExhausted: 429
             case .unavailable: 503
             case .internalError: 500

@@ -24,6 +24,8 @@ public struct NodeInfo: Sendable, Hashable, Codable {
     public var state: NodeState
     public var registeredAt: Timestamp
     public var lastHeartbeat: Timestamp?
+    /// The sequence number of the node's last published event (`fabric.events.node.<id>`).
+    public var eventSeq: Int?
 
     public init(
         id: String, name: String, provider: String = "local", region: String = "local",

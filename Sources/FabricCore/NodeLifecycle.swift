@@ -69,6 +69,23 @@ public struct NodeLifecycle: Sendable {
         }
     }
 
+    /// A node known from before a control-plane restart: suspect (no new work) until it registers again, lost
+    /// when it stays silent for `lostAfter` from now.
+    public mutating func onRestore(_ id: String, now: Timestamp) -> [NodeDirective] {
+        guard nodes[id] == nil else { return [] }
+        nodes[id] = Entry(state: .suspect, lastHeartbeat: now)
+        return [.markSuspect(id), .scheduleCheck(after: timing.lostAfter)]
+    }
+
+    /// The control plane's own link to the nodes was down and is back: silence during the outage was not the
+    /// nodes' fault, so every live node's clock restarts now (nobody is declared lost for it).
+    public mutating func onLinkRestored(now: Timestamp) -> [NodeDirective] {
+        for (id, e) in nodes where e.state == .ready || e.state == .suspect || e.state == .draining {
+            nodes[id]?.lastHeartbeat = max(e.lastHeartbeat, now)
+        }
+        return []
+    }
+
     /// A heartbeat arrives. Unknown nodes must register first (nothing happens).
     public mutating func onHeartbeat(_ id: String, now: Timestamp) -> [NodeDirective] {
         guard var e = nodes[id], e.state != .deregistered else { return [] }

@@ -20,6 +20,8 @@ struct AttemptPaths: Sendable {
     var monitorLog: String { dir + "/" + Self.monitorLogFile }
     var output: String { dir + "/" + Self.outputFile }
     var rotatedOutput: String { dir + "/" + Self.rotatedOutputFile }
+    /// Present once the control plane knows how the attempt ended: it leaves the node's inventory.
+    var acknowledged: String { dir + "/acknowledged" }
 
     /// Reads state.json; nil while it does not exist (or is not a complete record).
     func readState() -> MonitorState? {

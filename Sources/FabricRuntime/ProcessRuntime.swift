@@ -184,6 +184,26 @@ public final class ProcessRuntime: WorkloadRuntime {
         return Posix.readTail(paths.rotatedOutput, bytesMax: want - newer.count) + newer
     }
 
+    public func inventory() async -> [RuntimeAttempt] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: root) else { return [] }
+        var running: [RuntimeAttempt] = []
+        var ended: [RuntimeAttempt] = []
+        for name in names.sorted() where isValidWorkloadID(name) {
+            guard let paths = currentAttempt(name), !Posix.exists(paths.acknowledged) else { continue }
+            let state = inspect(paths)
+            let entry = RuntimeAttempt(workloadID: name, attempt: paths.attempt, state: state)
+            if case .running = state { running.append(entry) } else { ended.append(entry) }
+        }
+        return Array((running + ended).prefix(RuntimeAttempt.inventoryMax))
+    }
+
+    public func acknowledge(workloadID: String, attempt: Int) async {
+        guard isValidWorkloadID(workloadID) else { return }
+        let paths = attemptPaths(workloadID, attempt)
+        guard Posix.exists(paths.dir) else { return }
+        try? Posix.writeFileAtomically(paths.acknowledged, Array("acknowledged\n".utf8))
+    }
+
     // MARK: - Records
 
     /// How a workload whose monitor vanished without a record is reported by `waitForExit`: killed.

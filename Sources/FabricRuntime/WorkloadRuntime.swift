@@ -31,7 +31,7 @@ public enum ExitStatus: Sendable, Hashable, Codable {
 }
 
 /// What a runtime finds for a workload after the control plane restarted.
-public enum RecoveredState: Sendable, Hashable {
+public enum RecoveredState: Sendable, Hashable, Codable {
     /// Still running: adopt it.
     case running
     /// Ended while nobody watched; here is how.
@@ -60,4 +60,30 @@ public protocol WorkloadRuntime: Sendable {
 
     /// The newest `tailBytes` (all when nil) of the workload's combined stdout and stderr.
     func logs(workloadID: String, tailBytes: Int?) async throws -> [UInt8]
+
+    /// The current attempt of every workload this runtime holds that is running, or ended without its end being
+    /// acknowledged (at most `RuntimeAttempt.inventoryMax`, running ones first): what a node reports when it
+    /// (re)registers, so the control plane can adopt, record or stop each.
+    func inventory() async -> [RuntimeAttempt]
+
+    /// Records that the control plane knows how an attempt ended (or that it must be forgotten): it leaves the
+    /// inventory. Its logs stay readable.
+    func acknowledge(workloadID: String, attempt: Int) async
+}
+
+/// One attempt a runtime holds, and how it stands.
+public struct RuntimeAttempt: Sendable, Hashable, Codable {
+    public var workloadID: String
+    public var attempt: Int
+    /// `.running`, or `.exited` for an unacknowledged end (`.missing` for one whose monitor vanished).
+    public var state: RecoveredState
+
+    public init(workloadID: String, attempt: Int, state: RecoveredState) {
+        self.workloadID = workloadID
+        self.attempt = attempt
+        self.state = state
+    }
+
+    /// The most attempts an inventory lists.
+    public static let inventoryMax = 10_000
 }

@@ -3,7 +3,7 @@ import FabricLog
 import FabricRuntime
 
 /// Work sent to a node: run one attempt of a workload.
-public struct Assignment: Sendable, Hashable {
+public struct Assignment: Sendable, Hashable, Codable {
     public var workloadID: String
     public var attempt: Int
     public var spec: WorkloadSpec
@@ -16,7 +16,7 @@ public struct Assignment: Sendable, Hashable {
 }
 
 /// What a node tells the control plane about a workload attempt.
-public enum NodeReport: Sendable, Hashable {
+public enum NodeReport: Sendable, Hashable, Codable {
     /// The process exists and runs.
     case started(workloadID: String, attempt: Int)
     /// It could not be started (program missing, bad working directory, no runtime for an image).
@@ -56,6 +56,9 @@ public actor NodeAgent {
 
     /// Starts an assignment and watches it until it exits. Reports `started` or `startFailed`, later `exited`.
     public func run(_ a: Assignment) async {
+        if watching[a.workloadID] == a.attempt || starting.contains(a.workloadID) {
+            return  // a repeated delivery of an assignment already started or starting
+        }
         if cancelled.remove("\(a.workloadID)#\(a.attempt)") != nil {
             continuation.yield(
                 .startFailed(workloadID: a.workloadID, attempt: a.attempt, message: "deleted before it started"))
@@ -117,6 +120,25 @@ public actor NodeAgent {
     public func logs(workloadID: String, kind: RuntimeKind, tailBytes: Int?) async throws -> [UInt8] {
         guard let runtime = runtimes[kind] else { return [] }
         return try await runtime.logs(workloadID: workloadID, tailBytes: tailBytes)
+    }
+
+    /// Every attempt the runtimes hold that runs, or ended unacknowledged. Running ones are watched from now on
+    /// (after a shuttle restart nobody watched them), so their end is reported.
+    public func inventory() async -> [RuntimeAttempt] {
+        var all: [RuntimeAttempt] = []
+        for kind in runtimes.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
+            guard let runtime = runtimes[kind] else { continue }
+            for entry in await runtime.inventory() {
+                if case .running = entry.state { watch(entry.workloadID, attempt: entry.attempt, runtime: runtime) }
+                all.append(entry)
+            }
+        }
+        return Array(all.prefix(RuntimeAttempt.inventoryMax))
+    }
+
+    /// The control plane knows how an attempt ended: it leaves the inventory.
+    public func acknowledge(workloadID: String, attempt: Int) async {
+        for runtime in runtimes.values { await runtime.acknowledge(workloadID: workloadID, attempt: attempt) }
     }
 
     /// Stops reporting (shutdown). Running workloads keep running under their monitors.

@@ -6,6 +6,8 @@ import FabricLog
 /// from the persist lanes: keep it fast and non-blocking.
 public protocol EventPublisher: Sendable {
     func publish(_ event: WorkloadEvent)
+    /// A node changed state (`fabric.events.node.<id>`).
+    func publish(_ event: NodeEvent)
 }
 
 /// Publishes each workload transition on NATS as JSON, on `fabric.events.workload.<id>`.
@@ -24,7 +26,20 @@ public final class NATSEventPublisher: EventPublisher {
         self.logger = logger
     }
 
+    public static let nodeSubjectPrefix = "fabric.events.node."
+
     public static func subject(workloadID: String) -> String { subjectPrefix + workloadID }
+
+    public static func subject(node: String) -> String { nodeSubjectPrefix + node }
+
+    public func publish(_ event: NodeEvent) {
+        do {
+            let data = try FabricJSON.encode(event)
+            try connection.publish(subject: Self.subject(node: event.node), data: [UInt8](data))
+        } catch {
+            logger.warn("node event not published", ["node": event.node, "seq": event.seq, "error": error])
+        }
+    }
 
     public func publish(_ event: WorkloadEvent) {
         do {

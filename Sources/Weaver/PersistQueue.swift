@@ -43,6 +43,10 @@ final class PersistQueue: Sendable {
     enum Op: Sendable {
         case create(Workload, WorkloadEvent)
         case update(Workload, WorkloadEvent?)
+        /// A node record (lane by node ID).
+        case node(NodeInfo)
+        /// Completes once every write queued before it for this workload is stored.
+        case barrier(String)
     }
 
     private struct Job: Sendable {
@@ -85,12 +89,17 @@ final class PersistQueue: Sendable {
         let id: String
         switch op {
         case .create(let w, _), .update(let w, _): id = w.id
+        case .node(let n): id = "node/" + n.id
+        case .barrier(let workloadID): id = workloadID
         }
         let done = Promise<Void>()
         pendingWrites.add(1)
         lanes[Self.lane(id, lanes.count)].yield(Job(op: op, done: done))
         return done
     }
+
+    /// A promise fulfilled once every write queued so far for workload `id` is stored.
+    func barrier(_ id: String) -> Promise<Void> { enqueue(.barrier(id)) }
 
     /// Stops accepting work; queued writes still complete.
     func finish() { for l in lanes { l.finish() } }
@@ -105,6 +114,21 @@ final class PersistQueue: Sendable {
         async
     {
         switch job.op {
+        case .barrier:
+            job.done.fulfil(.success(()))
+        case .node(let n):
+            var delay: Duration = .milliseconds(50)
+            for _ in 0..<20 {
+                do {
+                    try await store.upsertNode(n)
+                    break
+                } catch {
+                    logger.warn("node write failed; retrying", ["node": n.id, "in": delay, "error": error])
+                    try? await Task.sleep(for: delay)
+                    delay = min(delay * 2, retryBackoffMax)
+                }
+            }
+            job.done.fulfil(.success(()))
         case .create(let w, let e):
             do {
                 let stored = try await store.createWorkload(w, event: e)

@@ -34,11 +34,21 @@ public final class WeaverApp: Sendable {
     public let server: HTTPServer
     public let router: Router
     let logger: Logger
+    /// The actor system nodes reach weaver on, the control-plane actor, and the embedded node (if any).
+    public let cluster: Cluster
+
+    /// What keeps the node protocol alive.
+    public struct Cluster: Sendable {
+        public let system: FabricActorSystem
+        public let control: ControlPlane
+        public let embedded: NodeHost?
+    }
 
     init(
         settings: Settings, service: WorkloadService, store: any StateStore, server: HTTPServer, router: Router,
-        logger: Logger
+        logger: Logger, cluster: Cluster
     ) {
+        self.cluster = cluster
         self.settings = settings
         self.service = service
         self.store = store
@@ -87,40 +97,82 @@ public final class WeaverApp: Sendable {
         options.stopGrace = settings.runtime.stopGrace
         options.persistLanes = max(4, settings.database.poolSize)  // pipelines writes; SQLite still has one writer
         let idGenerator = ids ?? SeededIDGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        options.nodeTiming = settings.clusterTiming
+        options.joinToken = settings.clusterJoinToken
+
+        // The actor system nodes reach weaver on: NATS when nats.url is set, else in-process.
+        let network = LoopbackNetwork()
+        let system: FabricActorSystem
         var events: (any EventPublisher)? = nil
+        var linkUp: @Sendable () -> Bool = { true }
         if !settings.nats.url.isEmpty {
-            let nats: NATSConnection
+            guard !settings.clusterJoinToken.isEmpty else {
+                throw FabricError(
+                    .invalidArgument,
+                    "cluster.join_token must be set when nats.url is set: shuttles present it to join",
+                    field: "cluster.join_token")
+            }
+            let nats: NATSActorSystem
             do {
-                nats = try await NATSConnection.connect(
-                    NATSOptions(urls: [settings.nats.url], name: "weaver"), logger: logger.with(component: "nats"))
+                nats = try await NATSActorSystem.connect(
+                    node: NodeProtocolLimits.controlPlaneNode, options: settings.natsClientOptions(name: "weaver"),
+                    logger: logger.with(component: "actors"))
             } catch {
                 let detail = (error as? FabricError)?.message ?? "\(error)"
                 throw FabricError(.unavailable, "cannot connect to nats.url: \(detail)", field: "nats.url")
             }
-            events = NATSEventPublisher(connection: nats, logger: logger.with(component: "events"))
-            logger.info("publishing workload events on NATS", ["subjects": NATSEventPublisher.subjectPrefix + "<id>"])
+            system = nats
+            if let connection = nats.connection {
+                events = NATSEventPublisher(connection: connection, logger: logger.with(component: "events"))
+                linkUp = { connection.isConnected }
+                logger.info(
+                    "nodes join over NATS; events published",
+                    [
+                        "workloadSubjects": NATSEventPublisher.subjectPrefix + "<id>",
+                        "nodeSubjects": NATSEventPublisher.nodeSubjectPrefix + "<id>",
+                    ])
+            }
+        } else {
+            system = try LocalActorSystem(node: NodeProtocolLimits.controlPlaneNode, network: network)
         }
         let service = WorkloadService(
             store: store, clock: clock, ids: idGenerator, logger: logger.with(component: "workloads"),
-            options: options, offerView: { providers.offerView }, events: events)
+            options: options, offerView: { providers.offerView }, events: events, linkUp: linkUp)
+        let control = try ControlPlane.serve(registry: service, on: system)
+        try await system.flush()
+        try await service.start()
 
+        var embedded: NodeHost? = nil
         if settings.node.enabled {
-            let runtime = ProcessRuntime(
-                root: (dataDir as NSString).appendingPathComponent("workloads"),
+            let config = NodeConfig(
+                name: settings.node.name, region: settings.node.region, cpuMillis: settings.node.cpuMillis,
+                memoryBytes: settings.node.memoryBytes, gpuCount: settings.node.gpuCount,
+                gpuModel: settings.node.gpuModel, pricePerHour: settings.node.pricePerHour,
+                labels: settings.node.labels, dataDir: dataDir,
                 monitorPath: settings.runtime.monitorPath.isEmpty ? nil : settings.runtime.monitorPath,
                 logBytesMax: settings.runtime.logBytesMax)
-            let detected = RuntimeCapacity.detect()
-            var capacity = detected
-            if let cpu = settings.node.cpuMillis { capacity.cpuMillis = cpu }
-            if let mem = settings.node.memoryBytes { capacity.memoryBytes = mem }
-            let info = NodeInfo(
-                id: settings.node.name, name: settings.node.name, provider: "local", region: settings.node.region,
-                machineType: "local", capacity: capacity, labels: settings.node.labels, runtimes: [.process],
-                pricePerHour: settings.node.pricePerHour, registeredAt: clock.now())
-            let agent = NodeAgent(info: info, runtimes: [runtime], logger: logger.with(component: "node"))
-            try await service.register(agent)
+            let nodeLogger = logger.with(component: "node")
+            let agent = config.makeAgent(now: clock.now(), logger: nodeLogger)
+            let nodeSystem: FabricActorSystem
+            if settings.nats.url.isEmpty {
+                nodeSystem = try LocalActorSystem(node: config.name, network: network)
+            } else {
+                nodeSystem = try await NATSActorSystem.connect(
+                    node: config.name, options: settings.natsClientOptions(name: "weaver-node-\(config.name)"),
+                    logger: nodeLogger)
+            }
+            let host = try NodeHost(
+                agent: agent, system: nodeSystem,
+                options: ShuttleRunner.Options(
+                    joinToken: settings.clusterJoinToken, session: idGenerator.next(prefix: "session"),
+                    version: version, heartbeatInterval: settings.clusterTiming.heartbeatInterval),
+                logger: nodeLogger)
+            try await nodeSystem.flush()
+            guard await host.waitUntilRegistered(timeout: .seconds(30)) else {
+                throw FabricError(.unavailable, "the embedded node \(config.name) did not register within 30 s")
+            }
+            embedded = host
         }
-        try await service.start()
 
         let api = WeaverAPI(
             service: service, providers: providers, store: store, storeKind: storeKind, clock: clock,
@@ -138,7 +190,8 @@ public final class WeaverApp: Sendable {
                     ["status": e.status, "ms": Double(e.duration.components.attoseconds / 1_000_000_000_000) / 1000])
             })
         return WeaverApp(
-            settings: settings, service: service, store: store, server: server, router: router, logger: logger)
+            settings: settings, service: service, store: store, server: server, router: router, logger: logger,
+            cluster: Cluster(system: system, control: control, embedded: embedded))
     }
 
     /// Serves until SIGINT or SIGTERM, then stops accepting, finishes in-flight requests, flushes the store.
@@ -149,7 +202,10 @@ public final class WeaverApp: Sendable {
         await Self.waitForTerminationSignal()
         logger.info("shutting down; running workloads keep running and are adopted at the next start")
         await server.shutdown()
+        await cluster.embedded?.stop()
         await service.shutdown()
+        await cluster.embedded?.system.shutdown()
+        await cluster.system.shutdown()
         await store.close()
         logger.info("stopped")
     }
@@ -211,6 +267,33 @@ extension WeaverApp {
         return try await PostgresStore(
             host: db.host, port: db.port, user: db.user, password: password.isEmpty ? nil : password,
             database: db.database, poolSize: db.poolSize)
+    }
+}
+
+extension Settings {
+    /// Heartbeat timing of the node lifecycle.
+    public var clusterTiming: NodeLifecycle.Timing {
+        NodeLifecycle.Timing(
+            heartbeatInterval: cluster.heartbeatInterval, suspectAfter: cluster.suspectAfter,
+            lostAfter: cluster.lostAfter)
+    }
+    /// The token nodes present to join.
+    public var clusterJoinToken: String { cluster.joinToken.exposedValue }
+    /// How weaver (and its embedded node) or a shuttle connect to NATS.
+    public func natsClientOptions(name: String) -> NATSOptions {
+        var o = NATSOptions(urls: [nats.url], name: name)
+        if !nats.user.isEmpty {
+            o.credentials = .userPassword(user: nats.user, password: nats.password.exposedValue)
+        } else if !nats.token.isEmpty {
+            o.credentials = .token(nats.token.exposedValue)
+        }
+        if nats.tls || nats.url.hasPrefix("tls://") || !nats.tlsCAFile.isEmpty || !nats.tlsCertFile.isEmpty {
+            o.tls = NATSOptions.TLS(
+                caFile: nats.tlsCAFile.isEmpty ? nil : nats.tlsCAFile,
+                certificateFile: nats.tlsCertFile.isEmpty ? nil : nats.tlsCertFile,
+                keyFile: nats.tlsKeyFile.isEmpty ? nil : nats.tlsKeyFile)
+        }
+        return o
     }
 }
 

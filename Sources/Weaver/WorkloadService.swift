@@ -1,3 +1,4 @@
+import FabricActors
 import FabricCore
 import FabricLog
 import FabricRuntime
@@ -31,6 +32,10 @@ public struct WorkloadServiceOptions: Sendable {
     public var restartBackoffMax: Duration = .seconds(60)
     /// Store write lanes (parallel writers).
     public var persistLanes = 4
+    /// Node heartbeat timing: when a silent node becomes suspect, then lost.
+    public var nodeTiming = NodeLifecycle.Timing()
+    /// The token nodes must present to register (`cluster.join_token`); empty accepts any (single-process mode).
+    public var joinToken = ""
 
     public init() {}
 }
@@ -74,7 +79,20 @@ public actor WorkloadService {
 
     /// Nodes by ID, with their allocations (rebuilt from active workloads at start).
     var nodes: [String: NodeInfo] = [:]
-    var agents: [String: NodeAgent] = [:]
+    /// How to reach each registered node.
+    var clients: [String: ShuttleNode] = [:]
+    /// The session (shuttle process run) each node registered with; heartbeats and reports of other sessions
+    /// are answered `registerAgain`.
+    var sessions: [String: String] = [:]
+    /// Heartbeat bookkeeping: ready, suspect, lost, draining.
+    var lifecycle: NodeLifecycle
+    /// Per-node event sequence numbers (`fabric.events.node.<id>`).
+    var nodeEventSeq: [String: Int] = [:]
+    /// Whether the link to the nodes (NATS) is up; while it is down nobody is declared lost.
+    let linkUp: @Sendable () -> Bool
+    var linkWasDown = false
+    var nodeTickTask: Task<Void, Never>?
+    let events: (any EventPublisher)?
     /// Every workload not in a final phase. Final ones live only in the store.
     var active: [String: Workload] = [:]
     /// Pending workload IDs, oldest first; may hold IDs that left `pending` (compacted on full passes).
@@ -105,8 +123,11 @@ public actor WorkloadService {
         store: any StateStore, clock: any WallClock, ids: any IDGenerator, logger: Logger,
         options: WorkloadServiceOptions = .init(), stack: PlacementStack = PlacementStack(),
         offerView: @escaping @Sendable () -> OfferView = { OfferView(offers: [], enabledProviders: []) },
-        events: (any EventPublisher)? = nil
+        events: (any EventPublisher)? = nil, linkUp: @escaping @Sendable () -> Bool = { true }
     ) {
+        self.lifecycle = NodeLifecycle(timing: options.nodeTiming)
+        self.linkUp = linkUp
+        self.events = events
         self.store = store
         self.clock = clock
         self.ids = ids
@@ -119,25 +140,6 @@ public actor WorkloadService {
 
     // MARK: - Nodes
 
-    /// Registers a node and its agent, and starts consuming the agent's reports.
-    public func register(_ agent: NodeAgent) async throws {
-        var info = agent.info
-        info.lastHeartbeat = clock.now()
-        nodes[info.id] = info
-        agents[info.id] = agent
-        fullPassNeeded = true
-        try await store.upsertNode(info)
-        logger.info(
-            "node registered",
-            [
-                "node": info.id, "cpu": Quantity.formatCPU(info.capacity.cpuMillis),
-                "memory": Quantity.formatMemory(info.capacity.memoryBytes), "gpus": info.capacity.gpuCount,
-            ])
-        Task { [weak self] in
-            for await report in agent.reports { await self?.handle(report, from: info.id) }
-        }
-    }
-
     public func listNodes() -> [NodeInfo] { nodes.values.sorted { $0.id < $1.id } }
     public func node(id: String) -> NodeInfo? { nodes[id] }
 
@@ -148,7 +150,9 @@ public actor WorkloadService {
     /// ones are marked lost (then restarted or failed by policy). Then scheduling starts.
     public func start() async throws {
         let rows = try await store.activeWorkloads().sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
-        var adopted = 0
+        let storedNodes = Dictionary(
+            (try await store.nodes()).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        var awaiting = 0
         var lost = 0
         for w in rows {
             setActive(w)
@@ -157,57 +161,45 @@ public actor WorkloadService {
                 enqueuePending(w.id)
             case .lost, .preempted:
                 applyRestartPolicy(w.id, succeeded: false, reason: "Lost", message: w.status.message)
-            case .scheduled, .provisioning, .starting, .running, .terminating:
-                guard let nodeID = w.status.node, let agent = agents[nodeID] else {
-                    markLost(w.id, message: "node \(w.status.node ?? "?") is not registered after restart")
+            case .scheduled, .provisioning:
+                // Never handed to a node (its `starting` was not stored): place it again.
+                transition(w.id, to: .pending, reason: "Rescheduled", message: "not started before restart") {
+                    $0.status.node = nil
+                    $0.status.placement = nil
+                }
+                enqueuePending(w.id)
+            case .starting, .running, .terminating:
+                // Its node reports what it runs when it registers again; until then the node is suspect, and
+                // lost (with this workload) if it stays silent for `lostAfter`.
+                guard let nodeID = w.status.node else {
+                    markLost(w.id, message: "no node recorded for a placed workload")
                     lost += 1
                     continue
                 }
-                let state = await agent.recover(
-                    workloadID: w.id, attempt: w.status.attempts, kind: w.spec.runtimeKind)
-                switch state {
-                case .running:
-                    allocate(w.id, w.spec.resources, on: nodeID)
-                    adopted += 1
-                    if w.phase == .terminating {
-                        stopLater(w.id, nodeID: nodeID)
-                    } else if w.phase != .running {
-                        transition(w.id, to: .running, reason: "Adopted", message: "running after weaver restart") {
-                            $0.status.startedAt = $0.status.startedAt ?? self.clock.now()
-                        }
-                    }
-                case .exited(let status):
-                    if w.phase == .terminating {
-                        finishDeletion(w.id, status: status)
-                    } else {
-                        recordExit(w.id, status: status, note: " while weaver was down")
-                    }
-                case .missing(let why):
-                    if w.phase == .terminating {
-                        finishDeletion(w.id, status: nil)
-                    } else if w.phase == .scheduled || w.phase == .provisioning {
-                        // Never handed to the node (its `starting` was not stored): place it again.
-                        transition(w.id, to: .pending, reason: "Rescheduled", message: "not started before restart") {
-                            $0.status.node = nil
-                            $0.status.placement = nil
-                        }
-                        enqueuePending(w.id)
-                    } else {
-                        markLost(w.id, message: why)
-                        lost += 1
-                    }
-                }
+                awaiting += 1
+                restoreNode(nodeID, from: storedNodes[nodeID])
             case .succeeded, .failed, .deleted:
                 setActive(nil, id: w.id)
             }
         }
         logger.info(
-            "recovered state", ["workloads": rows.count, "adopted": adopted, "lost": lost, "pending": pendingSet.count])
+            "recovered state",
+            [
+                "workloads": rows.count, "awaitingNode": awaiting, "lost": lost, "pending": pendingSet.count,
+                "nodes": nodes.count,
+            ])
         let interval = options.retryInterval
         tickTask = Task { [weak self] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
                 await self?.tick()
+            }
+        }
+        let nodeInterval = min(max(options.nodeTiming.heartbeatInterval / 2, .milliseconds(100)), .seconds(1))
+        nodeTickTask = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: nodeInterval)
+                await self?.nodeTick()
             }
         }
         schedulePass()
@@ -216,7 +208,7 @@ public actor WorkloadService {
     /// Stops the periodic scheduler and waits for queued store writes (bounded).
     public func shutdown() async {
         tickTask?.cancel()
-        for a in agents.values { await a.finish() }
+        nodeTickTask?.cancel()
         persist.finish()
         for _ in 0..<100 where persist.backlog > 0 { try? await Task.sleep(for: .milliseconds(20)) }
     }
@@ -359,8 +351,14 @@ public actor WorkloadService {
     /// The tail of a workload's output, from the node that runs (or ran) it.
     public func logs(_ id: String, tailBytes: Int?) async throws -> [UInt8] {
         let w = try await get(id)
-        guard let nodeID = w.status.node, let agent = agents[nodeID] else { return [] }
-        return try await agent.logs(workloadID: id, kind: w.spec.runtimeKind, tailBytes: tailBytes)
+        guard let nodeID = w.status.node, let client = clients[nodeID] else { return [] }
+        do {
+            return [UInt8](try await client.logs(workloadID: id, kind: w.spec.runtimeKind, tailBytes: tailBytes))
+        } catch let e as FabricError {
+            throw e
+        } catch let e as ActorCallError {
+            throw FabricError(.unavailable, "node \(nodeID) did not answer for the logs: \(e.message)")
+        }
     }
 
     public func schedulerStatus() -> SchedulerStatus {
@@ -441,13 +439,8 @@ public actor WorkloadService {
                 }
                 logger.info(
                     "placed", ["workload": id, "node": nodeID, "price": placement.pricePerHour, "attempt": attempt])
-                if let stored, let agent = agents[nodeID] {
-                    let assignment = Assignment(workloadID: id, attempt: attempt, spec: w.spec)
-                    Task { [weak self] in
-                        do { try await stored.value() } catch { return }
-                        guard await self?.stillStarting(id, attempt: attempt) == true else { return }
-                        await agent.run(assignment)
-                    }
+                if let stored {
+                    dispatch(Assignment(workloadID: id, attempt: attempt, spec: w.spec), to: nodeID, after: stored)
                 }
             }
             passes += 1
@@ -460,14 +453,12 @@ public actor WorkloadService {
 
     /// The periodic pass: judges every pending workload again.
     func tick() {
-        let now = clock.now()
-        for id in agents.keys { nodes[id]?.lastHeartbeat = now }  // embedded agents are alive while weaver is
         fullPassNeeded = true
         schedulePass()
     }
 
-    func stillStarting(_ id: String, attempt: Int) -> Bool {
-        active[id]?.phase == .starting && active[id]?.status.attempts == attempt
+    func stillStarting(_ id: String, attempt: Int, on nodeID: String) -> Bool {
+        active[id]?.phase == .starting && active[id]?.status.attempts == attempt && active[id]?.status.node == nodeID
     }
 
     // MARK: - Node reports
@@ -475,11 +466,13 @@ public actor WorkloadService {
     func handle(_ report: NodeReport, from nodeID: String) {
         switch report {
         case .started(let id, let attempt):
-            guard let w = active[id], w.status.attempts == attempt, w.phase == .starting else { return }
+            guard let w = active[id], w.status.attempts == attempt, w.phase == .starting, w.status.node == nodeID
+            else { return }
             transition(id, to: .running, reason: "Started", message: "running on node \(nodeID)") {
                 $0.status.startedAt = self.clock.now()
             }
         case .startFailed(let id, let attempt, let message):
+            acknowledgeLater(id, attempt: attempt, on: nodeID)
             guard let w = active[id], w.status.attempts == attempt else { return }
             if w.phase == .terminating {
                 finishDeletion(id, status: nil)
@@ -491,7 +484,8 @@ public actor WorkloadService {
             }
             schedulePass()
         case .exited(let id, let attempt, let status):
-            guard let w = active[id], w.status.attempts == attempt else { return }
+            defer { acknowledgeLater(id, attempt: attempt, on: nodeID) }
+            guard let w = active[id], w.status.attempts == attempt, w.status.node == nodeID else { return }
             if w.phase == .terminating {
                 finishDeletion(id, status: status)
             } else {
@@ -557,13 +551,38 @@ public actor WorkloadService {
     }
 
     func stopLater(_ id: String, nodeID: String) {
-        guard let agent = agents[nodeID], let w = active[id] else { return }
+        guard let w = active[id] else { return }
+        let attempt = w.status.attempts
+        let kind = w.spec.runtimeKind
         let grace = options.stopGrace
         Task { [weak self] in
-            let status = await agent.stop(
-                workloadID: id, attempt: w.status.attempts, kind: w.spec.runtimeKind, grace: grace)
-            await self?.finishDeletion(id, status: status)
+            var delay: Duration = .milliseconds(200)
+            // Until it stopped, or the node is lost (which finishes the deletion) or replaced.
+            while let self, let client = await self.clientWhileTerminating(id, attempt: attempt, on: nodeID) {
+                do {
+                    let status = try await ActorCall.$timeout.withValue(grace + .seconds(15)) {
+                        try await client.stop(
+                            workloadID: id, attempt: attempt, kind: kind, graceMillis: Self.millis(grace))
+                    }
+                    await self.finishDeletion(id, status: status)
+                    return
+                } catch {
+                    self.logger.warn("stop not delivered; retrying", ["workload": id, "node": nodeID, "error": error])
+                    try? await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(2))
+                }
+            }
         }
+    }
+
+    func clientWhileTerminating(_ id: String, attempt: Int, on nodeID: String) -> ShuttleNode? {
+        guard let w = active[id], w.phase == .terminating, w.status.attempts == attempt, w.status.node == nodeID
+        else { return nil }
+        return clients[nodeID]
+    }
+
+    nonisolated static func millis(_ d: Duration) -> Int64 {
+        d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
     }
 
     func finishDeletion(_ id: String, status: ExitStatus?) {

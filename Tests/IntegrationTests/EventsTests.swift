@@ -49,9 +49,14 @@ final class NATSProcess: @unchecked Sendable {
             raw.withLock { $0.append((msg.subject, Data(msg.data))) }
         }
         defer { sub.cancel() }
+        let nodeRaw = Mutex<[(subject: String, data: Data)]>([])
+        let nodeSub = try subscriber.subscribe(subject: "fabric.events.node.>") { msg in
+            nodeRaw.withLock { $0.append((msg.subject, Data(msg.data))) }
+        }
+        defer { nodeSub.cancel() }
         try await subscriber.flush(timeout: .seconds(5))
 
-        let weaver = try WeaverProcess(args: ["--nats-url", nats.url])
+        let weaver = try WeaverProcess(args: ["--nats-url", nats.url, "--cluster-join-token", "events-test-token"])
         try await weaver.start()
         defer { weaver.stop() }
         let c = weaver.client
@@ -76,10 +81,28 @@ final class NATSProcess: @unchecked Sendable {
                 ])
             #expect(events.allSatisfy { $0["subject"] as? String == "fabric.events.workload.\(id)" })
         }
+        // The embedded node joined over NATS like any shuttle: its registration is a node event.
+        let nodeEvents: [[String: Any]] = nodeRaw.withLock { $0 }.map { m in
+            var event = (try? JSONSerialization.jsonObject(with: m.data)) as? [String: Any] ?? [:]
+            event["subject"] = m.subject
+            return event
+        }
+        #expect(nodeEvents.first?["subject"] as? String == "fabric.events.node.local")
+        #expect(nodeEvents.first?["node"] as? String == "local")
+        #expect(nodeEvents.first?["to"] as? String == "ready")
+        #expect(nodeEvents.map { $0["seq"] as? Int ?? 0 } == Array(1...max(1, nodeEvents.count)))
+        #expect(!weaver.log.contains("events-test-token"), "the join token is never logged")
+    }
+
+    @Test func natsWithoutAJoinTokenIsAClearStartError() async throws {
+        let weaver = try WeaverProcess(args: ["--nats-url", "nats://127.0.0.1:\(freePort())"])
+        await #expect(throws: WeaverFailed.self) { try await weaver.start() }
+        #expect(weaver.log.contains("cluster.join_token must be set"))
     }
 
     @Test func anUnreachableNATSIsAClearStartError() async throws {
-        let weaver = try WeaverProcess(args: ["--nats-url", "nats://127.0.0.1:\(freePort())"])
+        let weaver = try WeaverProcess(
+            args: ["--nats-url", "nats://127.0.0.1:\(freePort())", "--cluster-join-token", "t"])
         await #expect(throws: WeaverFailed.self) { try await weaver.start() }
         #expect(weaver.log.contains("cannot connect to nats.url"))
     }

@@ -1,3 +1,4 @@
+import FabricActors
 import Foundation
 import Testing
 
@@ -126,6 +127,29 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(!s.providers.k8s.enabled)
     }
 
+    @Test func natsCredentialsAndTLSBecomeClientOptions() throws {
+        let s = try loadSettings(
+            ["--nats-user", "u", "--nats-password", "p", "--nats-tls-ca-file", "/ca.pem"],
+            env: ["FABRIC_NATS_URL": "nats://n:4222"])
+        let o = s.natsClientOptions(name: "weaver")
+        #expect(o.credentials == .userPassword(user: "u", password: "p"))
+        #expect(o.tls == NATSOptions.TLS(caFile: "/ca.pem"))
+        let t = try loadSettings(["--nats-token", "tok"]).natsClientOptions(name: "weaver")
+        #expect(t.credentials == .token("tok"))
+        #expect(t.tls == nil)
+        #expect(try loadSettings([]).natsClientOptions(name: "weaver").credentials == .none)
+    }
+
+    @Test(arguments: [
+        (["--node-gpu-count", "17"], "node.gpu_count"), (["--node-gpu-count", "x"], "node.gpu_count"),
+        (["--cluster-heartbeat-interval", "10ms"], "cluster.heartbeat_interval"),
+        (["--cluster-lost-after", "soon"], "cluster.lost_after"),
+    ])
+    func badClusterAndNodeValuesNameTheKey(args: [String], key: String) throws {
+        let error = try #require(loadError(args))
+        #expect(error.message.contains(key), "\(error.message)")
+    }
+
     @Test func lastRepeatedFlagWins() throws {
         #expect(try loadSettings(["--server-threads", "2", "--server-threads=3"]).server.threads == 3)
     }
@@ -135,7 +159,8 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
             "--server-body-bytes-max", "2Mi", "--scheduler-retry-interval", "500ms", "--node-cpu", "1500m",
             "--node-memory", "8Gi", "--node-price-per-hour", "2.5", "--node-labels", "gpu=h100,zone=a",
             "--log-format", "json", "--database-url", "postgresql://fabric@db/fabric", "--nats-url", "tls://n:4222",
-            "--runtime-stop-grace=1m30s",
+            "--runtime-stop-grace=1m30s", "--node-gpu-count", "2", "--node-gpu-model", "H100",
+            "--cluster-lost-after", "45s",
         ])
         #expect(s.server.bodyBytesMax == 2 << 20)
         #expect(s.scheduler.retryInterval == .milliseconds(500))
@@ -143,6 +168,10 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(s.node.memoryBytes == 8 << 30)
         #expect(s.node.pricePerHour == 2.5)
         #expect(s.node.labels == ["gpu": "h100", "zone": "a"])
+        #expect(s.node.gpuCount == 2)
+        #expect(s.node.gpuModel == "H100")
+        #expect(s.cluster.lostAfter == .seconds(45))
+        #expect(s.natsClientOptions(name: "x").tls != nil, "tls:// implies TLS")
         #expect(s.log.format == .json)
         #expect(s.database.url == "postgresql://fabric@db/fabric")
         #expect(s.database.kind == .postgres)
@@ -421,6 +450,18 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
               pool_size: 16
             nats:
               url: "nats://nats:4222"
+              user: fabric
+              password: "nats-secret"
+              token: "nats-token"
+              tls: true
+              tls_ca_file: /etc/fabric/nats-ca.pem
+              tls_cert_file: /etc/fabric/nats-cert.pem
+              tls_key_file: /etc/fabric/nats-key.pem
+            cluster:
+              join_token: "join-secret"
+              heartbeat_interval: 500ms
+              suspect_after: 3s
+              lost_after: 9s
             scheduler:
               retry_interval: 750ms
               offer_unavailable_ttl: 1h
@@ -434,6 +475,8 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
               labels:
                 gpu: h100
                 zone: a
+              gpu_count: 2
+              gpu_model: H100
             runtime:
               stop_grace: 30s
               log_bytes_max: 20Mi
@@ -485,6 +528,18 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(s.database.poolSize == 16)
         #expect(s.database.kind == .postgres)
         #expect(s.nats.url == "nats://nats:4222")
+        #expect(s.nats.user == "fabric")
+        #expect(s.nats.password.exposedValue == "nats-secret")
+        #expect(s.nats.token.exposedValue == "nats-token")
+        #expect(s.nats.tls)
+        #expect(s.nats.tlsCAFile == "/etc/fabric/nats-ca.pem")
+        #expect(s.nats.tlsCertFile == "/etc/fabric/nats-cert.pem")
+        #expect(s.nats.tlsKeyFile == "/etc/fabric/nats-key.pem")
+        #expect(s.cluster.joinToken.exposedValue == "join-secret")
+        #expect(s.cluster.heartbeatInterval == .milliseconds(500))
+        #expect(s.cluster.suspectAfter == .seconds(3))
+        #expect(s.cluster.lostAfter == .seconds(9))
+        #expect(s.clusterTiming.lostAfter == .seconds(9))
         #expect(s.scheduler.retryInterval == .milliseconds(750))
         #expect(s.scheduler.offerUnavailableTTL == .seconds(3600))
         #expect(!s.node.enabled)
@@ -494,6 +549,8 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(s.node.memoryBytes == 16 << 30)
         #expect(s.node.pricePerHour == 0.75)
         #expect(s.node.labels == ["gpu": "h100", "zone": "a"])
+        #expect(s.node.gpuCount == 2)
+        #expect(s.node.gpuModel == "H100")
         #expect(s.runtime.stopGrace == .seconds(30))
         #expect(s.runtime.logBytesMax == 20 << 20)
         #expect(s.runtime.monitorPath == "/usr/local/bin/fabric-monitor")
@@ -579,7 +636,10 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         for secret in ["file-secret", "env-secret", "env-aws-secret", "flag-secret"] {
             #expect(!text.contains(secret))
         }
-        #expect(text.components(separatedBy: "default (secret)").count - 1 == 3)
+        #expect(
+            text.components(separatedBy: "default (secret)").count - 1
+                == SettingsSchema.all.filter(\.isSecret).count)
+        #expect(SettingsSchema.all.filter(\.isSecret).count == 6)
     }
 
     // MARK: - Redaction

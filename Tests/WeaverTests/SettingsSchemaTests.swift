@@ -8,9 +8,11 @@ import Testing
     static let expectedKeys = [
         "server.address", "server.threads", "server.body_bytes_max", "server.connections_max", "data.dir",
         "log.level", "log.format", "database.url", "database.host", "database.port", "database.user",
-        "database.password", "database.database", "database.pool_size", "nats.url", "scheduler.retry_interval",
+        "database.password", "database.database", "database.pool_size", "nats.url", "nats.user", "nats.password",
+        "nats.token", "nats.tls", "nats.tls_ca_file", "nats.tls_cert_file", "nats.tls_key_file", "cluster.join_token",
+        "cluster.heartbeat_interval", "cluster.suspect_after", "cluster.lost_after", "scheduler.retry_interval",
         "scheduler.offer_unavailable_ttl", "node.enabled", "node.name", "node.region", "node.cpu", "node.memory",
-        "node.price_per_hour", "node.labels", "runtime.stop_grace", "runtime.log_bytes_max", "runtime.monitor_path",
+        "node.price_per_hour", "node.labels", "node.gpu_count", "node.gpu_model", "runtime.stop_grace", "runtime.log_bytes_max", "runtime.monitor_path",
         "catalog.file", "providers.k8s.enabled", "providers.k8s.namespace", "providers.k8s.kubeconfig",
         "providers.k8s.endpoint", "providers.runpod.enabled", "providers.runpod.api_key", "providers.runpod.endpoint",
         "providers.coreweave.enabled", "providers.coreweave.kubeconfig", "providers.coreweave.namespace",
@@ -84,7 +86,11 @@ import Testing
 
     @Test func secretsAreExactlyTheCredentials() {
         let secrets = SettingsSchema.all.filter(\.isSecret).map(\.key)
-        #expect(secrets == ["database.password", "providers.runpod.api_key", "providers.aws.secret_access_key"])
+        #expect(
+            secrets == [
+                "database.password", "nats.password", "nats.token", "cluster.join_token", "providers.runpod.api_key",
+                "providers.aws.secret_access_key",
+            ])
         for d in SettingsSchema.all {
             let name = d.key.split(separator: ".").last!
             let looksSecret = ["password", "api_key", "secret", "token"].contains { name.contains($0) }

@@ -1,3 +1,4 @@
+import FabricActors
 import FabricCore
 import FabricLog
 import FabricRuntime
@@ -16,6 +17,8 @@ struct ServiceHarness {
     let store: SQLiteStore
     let service: WorkloadService
     let sink = MemorySink()
+    let control: ControlPlane
+    let host: NodeHost
 
     init(cpu: Int64 = 2000, restartBase: Duration = .seconds(1), dir: String? = nil) async throws {
         self.dir = dir ?? NSTemporaryDirectory() + "fabric-svc-\(UUID().uuidString.prefix(8))"
@@ -32,8 +35,18 @@ struct ServiceHarness {
         let node = NodeInfo(
             id: "local", name: "local", capacity: Resources(cpuMillis: cpu, memoryBytes: 4 << 30),
             registeredAt: clock.now())
-        try await service.register(NodeAgent(info: node, runtimes: [runtime], logger: logger))
         try await service.start()
+        // The node joins through the node protocol, on in-process actor systems (every call still encoded).
+        let network = LoopbackNetwork()
+        let system = try LocalActorSystem(node: NodeProtocolLimits.controlPlaneNode, network: network)
+        control = try ControlPlane.serve(registry: service, on: system)
+        let nodeSystem = try LocalActorSystem(node: "local", network: network)
+        host = try NodeHost(
+            agent: NodeAgent(info: node, runtimes: [runtime], logger: logger), system: nodeSystem,
+            options: ShuttleRunner.Options(joinToken: "", session: "session-1", version: "test"), logger: logger)
+        guard await host.waitUntilRegistered(timeout: .seconds(20)) else {
+            throw FabricError(.unavailable, "the test node did not register")
+        }
     }
 
     func spec(_ name: String, _ command: [String], cpu: Int64 = 500, restart: RestartPolicy = .never) -> WorkloadSpec {

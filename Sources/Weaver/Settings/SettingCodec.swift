@@ -54,6 +54,9 @@ public enum SettingsLimits {
     public static let runtimeStopGrace = Duration.zero...Duration.seconds(3600)
     public static let runtimeLogBytes = (1 << 10)...(64 << 30)
     public static let nodePricePerHour = 0.0...Limits.pricePerHourMax
+    public static let nodeGPUCount = 0...Limits.gpuCountMax
+    public static let clusterHeartbeatInterval = Duration.milliseconds(100)...Duration.seconds(60)
+    public static let clusterSilence = Duration.milliseconds(200)...Duration.seconds(3600)
 }
 
 /// How one type of setting value is parsed, checked and printed.
@@ -237,6 +240,23 @@ extension SettingCodec where Value == Int {
                 }
                 return Int(bytes)
             }, render: { Quantity.formatMemory(Int64($0)) })
+    }
+}
+
+extension SettingCodec where Value == Int? {
+    /// A decimal integer in `range`, or empty for "detect".
+    static func optionalInt(_ range: ClosedRange<Int>) -> Self {
+        .scalar(
+            "int \(range.lowerBound)..\(range.upperBound) or empty",
+            parse: { (text: String) throws(SettingValueError) -> Int? in
+                let t = SettingText.trimmed(text)
+                if t.isEmpty { return nil }
+                guard let value = Int(t) else { throw SettingValueError("expected an integer, or empty to detect") }
+                guard range.contains(value) else {
+                    throw SettingValueError("must be between \(range.lowerBound) and \(range.upperBound)")
+                }
+                return value
+            }, render: { $0.map(String.init) ?? "" })
     }
 }
 

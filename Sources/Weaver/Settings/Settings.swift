@@ -9,6 +9,7 @@ public struct Settings: Sendable, Equatable {
     public var log = Log()
     public var database = Database()
     public var nats = NATS()
+    public var cluster = Cluster()
     public var scheduler = Scheduler()
     public var node = Node()
     public var runtime = Runtime()
@@ -60,9 +61,31 @@ public struct Settings: Sendable, Equatable {
         public var kind: DatabaseKind { url.isEmpty && host.isEmpty ? .sqlite : .postgres }
     }
 
-    /// The NATS event bus; empty URL means in-process delivery.
+    /// The NATS server that carries events and node calls; empty URL means one process (in-process actors).
     public struct NATS: Sendable, Equatable {
         public var url = ""
+        /// User and password, when the server requires them (`nats.user`, `nats.password`).
+        public var user = ""
+        public var password: Secret = ""
+        /// Token, when the server requires one (`nats.token`); used when no user is set.
+        public var token: Secret = ""
+        /// TLS: on when `tls` is set, the URL is `tls://`, or any file below is named.
+        public var tls = false
+        public var tlsCAFile = ""
+        public var tlsCertFile = ""
+        public var tlsKeyFile = ""
+    }
+
+    /// How nodes join weaver and how long they may stay silent.
+    public struct Cluster: Sendable, Equatable {
+        /// The secret every shuttle presents to join (`cluster.join_token`); required with `nats.url`.
+        public var joinToken: Secret = ""
+        /// How often nodes heartbeat (`cluster.heartbeat_interval`).
+        public var heartbeatInterval: Duration = .seconds(2)
+        /// Silence after which a node gets no new work (`cluster.suspect_after`).
+        public var suspectAfter: Duration = .seconds(6)
+        /// Silence after which a node is lost and its workloads are rescheduled (`cluster.lost_after`).
+        public var lostAfter: Duration = .seconds(15)
     }
 
     /// The placement loop.
@@ -85,6 +108,10 @@ public struct Settings: Sendable, Equatable {
         public var memoryBytes: Int64? = nil
         public var pricePerHour = 0.0
         public var labels: [String: String] = [:]
+        /// GPUs offered; nil means detect with nvidia-smi (`node.gpu_count`).
+        public var gpuCount: Int? = nil
+        /// GPU model offered (H100, A100); empty means the detected one (`node.gpu_model`).
+        public var gpuModel = ""
     }
 
     /// Running workloads on the local node.

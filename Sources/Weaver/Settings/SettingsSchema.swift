@@ -113,7 +113,28 @@ public enum SettingsSchema {
             "PostgreSQL connections kept open."),
 
         .init(
-            "nats.url", \S.nats.url, .url(schemes: ["nats", "tls"]), "NATS server URL; empty means in-process events."),
+            "nats.url", \S.nats.url, .url(schemes: ["nats", "tls"]),
+            "NATS server URL (nats://host:4222); empty means one process, in-process node calls."),
+        .init("nats.user", \S.nats.user, .string(), "NATS user, with nats.password."),
+        .init("nats.password", \S.nats.password, .secret, "NATS password."),
+        .init("nats.token", \S.nats.token, .secret, "NATS token, when no user is set."),
+        .init("nats.tls", \S.nats.tls, .bool, "Use TLS to NATS (also on for tls:// URLs or any TLS file)."),
+        .init("nats.tls_ca_file", \S.nats.tlsCAFile, .path(), "PEM CAs trusted for the NATS server; empty: system."),
+        .init("nats.tls_cert_file", \S.nats.tlsCertFile, .path(), "PEM client certificate for mutual TLS."),
+        .init("nats.tls_key_file", \S.nats.tlsKeyFile, .path(), "PEM key of the client certificate."),
+
+        .init(
+            "cluster.join_token", \S.cluster.joinToken, .secret,
+            "Secret shuttles present to join; required with nats.url."),
+        .init(
+            "cluster.heartbeat_interval", \S.cluster.heartbeatInterval,
+            .duration(SettingsLimits.clusterHeartbeatInterval), "How often nodes heartbeat."),
+        .init(
+            "cluster.suspect_after", \S.cluster.suspectAfter, .duration(SettingsLimits.clusterSilence),
+            "Silence after which a node gets no new work."),
+        .init(
+            "cluster.lost_after", \S.cluster.lostAfter, .duration(SettingsLimits.clusterSilence),
+            "Silence after which a node is lost and its workloads are rescheduled."),
 
         .init(
             "scheduler.retry_interval", \S.scheduler.retryInterval,
@@ -124,14 +145,18 @@ public enum SettingsSchema {
             "How long an offer that failed to launch is left out of placement."),
 
         .init("node.enabled", \S.node.enabled, .bool, "Run the embedded local node."),
-        .init("node.name", \S.node.name, .name(), "Name of the embedded node."),
-        .init("node.region", \S.node.region, .name(), "Region the embedded node reports."),
+        .init("node.name", \S.node.name, .name(), "Name of the node (weaver's embedded one, or this shuttle)."),
+        .init("node.region", \S.node.region, .name(), "Region the node reports."),
         .init("node.cpu", \S.node.cpuMillis, .cpu, "CPU the node offers (4, 1500m); empty means detect."),
         .init("node.memory", \S.node.memoryBytes, .memory, "Memory the node offers (64Gi); empty means detect."),
         .init(
             "node.price_per_hour", \S.node.pricePerHour, .number(SettingsLimits.nodePricePerHour),
             "Price per hour the node's offer carries, non-negative."),
         .init("node.labels", \S.node.labels, .labels, "Labels on the node, k=v,k2=v2 (a map in the config file)."),
+        .init(
+            "node.gpu_count", \S.node.gpuCount, .optionalInt(SettingsLimits.nodeGPUCount),
+            "GPUs the node offers; empty means detect with nvidia-smi."),
+        .init("node.gpu_model", \S.node.gpuModel, .string(), "GPU model the node offers; empty means detected."),
 
         .init(
             "runtime.stop_grace", \S.runtime.stopGrace, .duration(SettingsLimits.runtimeStopGrace),

@@ -1,0 +1,172 @@
+import FabricActors
+import FabricCore
+import FabricLog
+import FabricRuntime
+
+/// The node side of the node protocol: registers with the control plane (join token, capacity, inventory),
+/// heartbeats, and forwards every report of its `NodeAgent`, in order, retrying through outages.
+///
+/// When the control plane answers `registerAgain` (it restarted, or declared this node lost) the runner
+/// registers again with a fresh inventory, which tells the control plane everything that happened meanwhile; a
+/// report that was refused that way is therefore dropped, not resent. A wrong join token ends `run()` with
+/// `permissionDenied`: retrying cannot fix it.
+public actor ShuttleRunner {
+    public struct Options: Sendable {
+        public var joinToken: String
+        public var session: String
+        public var version: String
+        public var heartbeatInterval: Duration
+        /// The longest wait between registration (or report) retries.
+        public var retryBackoffMax: Duration
+
+        public init(
+            joinToken: String, session: String, version: String, heartbeatInterval: Duration = .seconds(2),
+            retryBackoffMax: Duration = .seconds(2)
+        ) {
+            self.joinToken = joinToken
+            self.session = session
+            self.version = version
+            self.heartbeatInterval = heartbeatInterval
+            self.retryBackoffMax = retryBackoffMax
+        }
+    }
+
+    enum Event: Sendable {
+        case report(NodeReport)
+        /// The control plane asked for a registration; `generation` is the registration count when it asked.
+        case registerAgain(generation: Int)
+    }
+
+    public nonisolated let agent: NodeAgent
+    let control: ControlPlane
+    let options: Options
+    let logger: Logger
+    var info: NodeInfo
+    /// Successful registrations so far.
+    public private(set) var registrations = 0
+    /// The state the control plane gave this node at the last registration.
+    public private(set) var state: NodeState?
+
+    public init(agent: NodeAgent, control: ControlPlane, options: Options, logger: Logger) {
+        self.agent = agent
+        self.control = control
+        self.options = options
+        self.logger = logger
+        self.info = agent.info
+    }
+
+    /// Registers, then heartbeats and forwards reports until the task is cancelled or the agent finishes.
+    /// Throws `FabricError(.permissionDenied)` when the control plane refuses the join token.
+    public func run() async throws {
+        let (events, sink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .unbounded)
+        let agent = self.agent
+        let forwarder = Task {
+            for await r in agent.reports { sink.yield(.report(r)) }
+            sink.finish()
+        }
+        defer { forwarder.cancel() }
+        try await registerUntilAccepted()
+        let heartbeats = Task { await self.heartbeatLoop(sink) }
+        defer { heartbeats.cancel() }
+        for await event in events {
+            if Task.isCancelled { break }
+            switch event {
+            case .registerAgain(let generation):
+                if generation == registrations { try await registerUntilAccepted() }
+            case .report(let r):
+                try await deliver(r)
+            }
+        }
+    }
+
+    /// Registers, retrying with backoff while the control plane is unreachable or busy.
+    func registerUntilAccepted() async throws {
+        var delay: Duration = .milliseconds(100)
+        var failures = 0
+        while !Task.isCancelled {
+            let inventory = await agent.inventory()
+            let registration = NodeRegistration(
+                info: info, joinToken: options.joinToken, session: options.session, inventory: inventory,
+                version: options.version)
+            do {
+                let reply = try await control.register(registration)
+                registrations += 1
+                state = reply.state
+                logger.info(
+                    registrations == 1 ? "registered" : "registered again",
+                    [
+                        "node": info.id, "state": reply.state.rawValue, "inventory": inventory.count,
+                        "adopted": reply.adopted, "stopped": reply.stopped,
+                    ])
+                return
+            } catch let error as FabricError where error.code == .permissionDenied {
+                logger.error("weaver refused this node", ["node": info.id, "reason": error.message])
+                throw error
+            } catch {
+                failures += 1
+                // First failure, then every tenth: an outage does not flood the log.
+                if failures == 1 || failures % 10 == 0 {
+                    logger.warn(
+                        "registration failed; retrying",
+                        ["node": info.id, "attempts": failures, "in": delay, "error": Self.describe(error)])
+                }
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, options.retryBackoffMax)
+            }
+        }
+        throw CancellationError()
+    }
+
+    /// Sends one report until the control plane takes it (or asks for a registration, which supersedes it).
+    func deliver(_ report: NodeReport) async throws {
+        var delay: Duration = .milliseconds(100)
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                switch try await control.report(node: info.id, session: options.session, report) {
+                case .ok: return
+                case .registerAgain:
+                    try await registerUntilAccepted()
+                    return
+                }
+            } catch {
+                failures += 1
+                if failures == 1 || failures % 10 == 0 {
+                    logger.warn(
+                        "report not delivered; retrying",
+                        ["node": info.id, "attempts": failures, "in": delay, "error": Self.describe(error)])
+                }
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, options.retryBackoffMax)
+            }
+        }
+    }
+
+    func heartbeatLoop(_ sink: AsyncStream<Event>.Continuation) async {
+        var failing = 0
+        while !Task.isCancelled {
+            try? await Task.sleep(for: options.heartbeatInterval)
+            if Task.isCancelled { return }
+            let generation = registrations
+            do {
+                let ack = try await control.heartbeat(node: info.id, session: options.session)
+                if failing > 0 {
+                    logger.info("heartbeats reach weaver again", ["node": info.id, "missed": failing])
+                    failing = 0
+                }
+                if ack == .registerAgain { sink.yield(.registerAgain(generation: generation)) }
+            } catch {
+                failing += 1
+                if failing == 1 || failing % 10 == 0 {
+                    logger.warn("heartbeat failed", ["node": info.id, "missed": failing, "error": Self.describe(error)])
+                }
+            }
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let e = error as? ActorCallError { return e.message }
+        if let e = error as? FabricError { return e.message }
+        return "\(error)"
+    }
+}
