@@ -43,7 +43,7 @@ let package = Package(
 
         // Thin executables.
         .executableTarget(name: "weaver", dependencies: ["Weaver"]),
-        .executableTarget(name: "shuttle", dependencies: ["Shuttle"]),
+        .executableTarget(name: "shuttle", dependencies: ["Shuttle", "Weaver"]),
         .executableTarget(name: "fabric-monitor", dependencies: []),
         .executableTarget(
             name: "fabric-sim", dependencies: ["FabricCore", "FabricScheduler", "Weaver"], path: "Simulation"),

@@ -58,6 +58,8 @@ public final class ProcessRuntime: WorkloadRuntime {
     public let logBytesMax: Int
     /// Whether `resources` become cgroup limits (memory, CPU quota) where cgroup v1 is writable.
     public let enforcesResourceLimits: Bool
+    /// The node's liveness lease, passed to every monitor (nil: workloads outlive the node runner for good).
+    public let lease: NodeLease?
     /// Part of every cgroup name, so that runtimes with different roots on one host never share a cgroup.
     let cgroupSuffix: String
 
@@ -66,7 +68,12 @@ public final class ProcessRuntime: WorkloadRuntime {
     ///   - monitorPath: the fabric-monitor executable; default: `fabric-monitor` beside the running executable.
     ///   - logBytesMax: per-file output limit, clamped into `Limits.logBytesMaxRange`.
     ///   - enforcesResourceLimits: turn `RunRequest.resources` into cgroup limits.
-    public init(root: String, monitorPath: String? = nil, logBytesMax: Int, enforcesResourceLimits: Bool = true) {
+    ///   - lease: the node's liveness lease; monitors fence their workloads when it is not renewed.
+    public init(
+        root: String, monitorPath: String? = nil, logBytesMax: Int, enforcesResourceLimits: Bool = true,
+        lease: NodeLease? = nil
+    ) {
+        self.lease = lease
         let absoluteRoot = root.hasPrefix("/") ? root : FileManager.default.currentDirectoryPath + "/" + root
         self.root = absoluteRoot
         self.monitorPath = monitorPath ?? Self.defaultMonitorPath()
@@ -197,6 +204,11 @@ public final class ProcessRuntime: WorkloadRuntime {
         return Array((running + ended).prefix(RuntimeAttempt.inventoryMax))
     }
 
+    public func held(workloadID: String) async -> RuntimeAttempt? {
+        guard let paths = currentAttempt(workloadID) else { return nil }
+        return RuntimeAttempt(workloadID: workloadID, attempt: paths.attempt, state: inspect(paths))
+    }
+
     public func acknowledge(workloadID: String, attempt: Int) async {
         guard isValidWorkloadID(workloadID) else { return }
         let paths = attemptPaths(workloadID, attempt)
@@ -313,6 +325,7 @@ public final class ProcessRuntime: WorkloadRuntime {
             }
         }
         if let dir = request.workingDir { args += ["--workdir", dir] }
+        if let lease { args += lease.monitorArguments() }
         return args + ["--"] + request.command
     }
 

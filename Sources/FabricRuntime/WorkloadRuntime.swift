@@ -66,6 +66,9 @@ public protocol WorkloadRuntime: Sendable {
     /// (re)registers, so the control plane can adopt, record or stop each.
     func inventory() async -> [RuntimeAttempt]
 
+    /// The workload's current (newest) attempt on this runtime and how it stands; nil when it has none.
+    func held(workloadID: String) async -> RuntimeAttempt?
+
     /// Records that the control plane knows how an attempt ended (or that it must be forgotten): it leaves the
     /// inventory. Its logs stay readable.
     func acknowledge(workloadID: String, attempt: Int) async

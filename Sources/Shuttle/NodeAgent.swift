@@ -31,6 +31,9 @@ public enum NodeReport: Sendable, Hashable, Codable {
 /// talk over NATS.
 public actor NodeAgent {
     public nonisolated let info: NodeInfo
+    /// The liveness lease its monitors watch (nil: workloads outlive this agent for good, as on weaver's embedded
+    /// node, whose workloads are adopted at weaver's next start).
+    public nonisolated let lease: NodeLease?
     public nonisolated let reports: AsyncStream<NodeReport>
     private let continuation: AsyncStream<NodeReport>.Continuation
     private let runtimes: [RuntimeKind: any WorkloadRuntime]
@@ -43,10 +46,17 @@ public actor NodeAgent {
     /// exists (and leaves it running).
     private var starting: Set<String> = []
     static let startWaitMax: Duration = .seconds(30)
+    /// SIGTERM-to-SIGKILL grace for an older attempt a new assignment supersedes.
+    public nonisolated let supersedeGrace: Duration
     static let cancelledMax = 10_000
 
-    public init(info: NodeInfo, runtimes: [any WorkloadRuntime], logger: Logger) {
+    public init(
+        info: NodeInfo, runtimes: [any WorkloadRuntime], logger: Logger, supersedeGrace: Duration = .seconds(10),
+        lease: NodeLease? = nil
+    ) {
         self.info = info
+        self.lease = lease
+        self.supersedeGrace = supersedeGrace
         var byKind: [RuntimeKind: any WorkloadRuntime] = [:]
         for r in runtimes { byKind[r.kind] = r }
         self.runtimes = byKind
@@ -74,6 +84,16 @@ public actor NodeAgent {
             workingDir: a.spec.workingDir, resources: a.spec.resources)
         starting.insert(a.workloadID)
         defer { starting.remove(a.workloadID) }
+        // An older attempt of this workload still running here (the node came back after the control plane had
+        // given up on it) is superseded: it is stopped before the new one starts, so the two never overlap.
+        if let held = await runtime.held(workloadID: a.workloadID),
+            held.attempt != a.attempt, case .running = held.state
+        {
+            logger.warn(
+                "stopping a superseded attempt before starting the new one",
+                ["workload": a.workloadID, "old": held.attempt, "new": a.attempt])
+            await runtime.stop(workloadID: a.workloadID, grace: supersedeGrace)
+        }
         do {
             try await runtime.start(request)
         } catch {

@@ -32,14 +32,18 @@ public struct RegistrationReply: Sendable, Hashable, Codable {
     public var state: NodeState
     /// How often the node must heartbeat, in milliseconds.
     public var heartbeatIntervalMillis: Int64
+    /// How long the control plane waits for a silent node before declaring it lost, in milliseconds: the node fences
+    /// its workloads (`NodeLease`) well before that.
+    public var lostAfterMillis: Int64
     /// Inventory entries the control plane adopted (running, or ended and now recorded).
     public var adopted: Int
     /// Inventory entries it asked the node to stop (they run elsewhere now, or were deleted).
     public var stopped: Int
 
-    public init(state: NodeState, heartbeatIntervalMillis: Int64, adopted: Int, stopped: Int) {
+    public init(state: NodeState, heartbeatIntervalMillis: Int64, lostAfterMillis: Int64, adopted: Int, stopped: Int) {
         self.state = state
         self.heartbeatIntervalMillis = heartbeatIntervalMillis
+        self.lostAfterMillis = lostAfterMillis
         self.adopted = adopted
         self.stopped = stopped
     }

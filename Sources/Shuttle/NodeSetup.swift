@@ -23,12 +23,19 @@ public struct NodeConfig: Sendable {
     /// fabric-monitor; nil looks next to the running binary.
     public var monitorPath: String?
     public var logBytesMax: Int
+    /// Whether workloads are fenced when this node runner dies (`NodeLease` under `dataDir`): on for shuttles.
+    public var fenced: Bool
+    /// SIGTERM-to-SIGKILL grace when a workload is stopped by the node itself.
+    public var stopGrace: Duration
 
     public init(
         name: String, region: String, cpuMillis: Int64? = nil, memoryBytes: Int64? = nil, gpuCount: Int? = nil,
         gpuModel: String? = nil, pricePerHour: Double = 0, labels: [String: String] = [:], dataDir: String,
-        monitorPath: String? = nil, logBytesMax: Int = 10 << 20
+        monitorPath: String? = nil, logBytesMax: Int = 10 << 20, fenced: Bool = false,
+        stopGrace: Duration = .seconds(10)
     ) {
+        self.fenced = fenced
+        self.stopGrace = stopGrace
         self.name = name
         self.region = region
         self.cpuMillis = cpuMillis
@@ -58,14 +65,15 @@ public struct NodeConfig: Sendable {
 
     /// The node agent with its process runtime, offering `capacity(detected:)` of this host.
     public func makeAgent(now: Timestamp, logger: Logger, detected: Resources = RuntimeCapacity.detect()) -> NodeAgent {
+        let lease = fenced ? NodeLease(path: (dataDir as NSString).appendingPathComponent("lease")) : nil
         let runtime = ProcessRuntime(
             root: (dataDir as NSString).appendingPathComponent("workloads"), monitorPath: monitorPath,
-            logBytesMax: logBytesMax)
+            logBytesMax: logBytesMax, lease: lease)
         let info = NodeInfo(
             id: name, name: name, provider: "local", region: region, machineType: "local",
             capacity: capacity(detected: detected), labels: labels, runtimes: [.process], pricePerHour: pricePerHour,
             registeredAt: now)
-        return NodeAgent(info: info, runtimes: [runtime], logger: logger)
+        return NodeAgent(info: info, runtimes: [runtime], logger: logger, supersedeGrace: stopGrace, lease: lease)
     }
 }
 

@@ -44,6 +44,8 @@ public actor ShuttleRunner {
     var info: NodeInfo
     /// Successful registrations so far.
     public private(set) var registrations = 0
+    /// How often to heartbeat: the control plane's word once registered, else the configured interval.
+    var heartbeatInterval: Duration
     /// The state the control plane gave this node at the last registration.
     public private(set) var state: NodeState?
 
@@ -53,6 +55,7 @@ public actor ShuttleRunner {
         self.options = options
         self.logger = logger
         self.info = agent.info
+        self.heartbeatInterval = options.heartbeatInterval
     }
 
     /// Registers, then heartbeats and forwards reports until the task is cancelled or the agent finishes.
@@ -65,6 +68,8 @@ public actor ShuttleRunner {
             sink.finish()
         }
         defer { forwarder.cancel() }
+        let renewer = Task { await self.renewLease() }
+        defer { renewer.cancel() }
         try await registerUntilAccepted()
         let heartbeats = Task { await self.heartbeatLoop(sink) }
         defer { heartbeats.cancel() }
@@ -92,6 +97,13 @@ public actor ShuttleRunner {
                 let reply = try await control.register(registration)
                 registrations += 1
                 state = reply.state
+                if reply.heartbeatIntervalMillis > 0 {
+                    heartbeatInterval = .milliseconds(min(reply.heartbeatIntervalMillis, 60_000))
+                }
+                if let lease = agent.lease, reply.lostAfterMillis > 0 {
+                    lease.setTerms(
+                        .fencing(lostAfter: .milliseconds(reply.lostAfterMillis), stopGrace: agent.supersedeGrace))
+                }
                 logger.info(
                     registrations == 1 ? "registered" : "registered again",
                     [
@@ -142,10 +154,34 @@ public actor ShuttleRunner {
         }
     }
 
+    /// Renews the node's lease while this runner lives, whatever the control plane does (its outage must not stop
+    /// workloads; only this runner's death or hang does).
+    func renewLease() async {
+        guard let lease = agent.lease else { return }
+        var failing = false
+        while !Task.isCancelled {
+            do {
+                try lease.renew()
+                if failing { logger.info("lease renewed again", ["path": lease.path]) }
+                failing = false
+            } catch {
+                if !failing {
+                    logger.error(
+                        "cannot renew the lease; workloads will be fenced", ["path": lease.path, "error": error.message])
+                }
+                failing = true
+            }
+            try? await Task.sleep(for: Self.leaseRenewInterval)
+        }
+    }
+
+    /// How often the lease is renewed; fencing waits at least `cluster.lost_after / 2` (0.5 s or more).
+    static let leaseRenewInterval: Duration = .milliseconds(250)
+
     func heartbeatLoop(_ sink: AsyncStream<Event>.Continuation) async {
         var failing = 0
         while !Task.isCancelled {
-            try? await Task.sleep(for: options.heartbeatInterval)
+            try? await Task.sleep(for: heartbeatInterval)
             if Task.isCancelled { return }
             let generation = registrations
             do {

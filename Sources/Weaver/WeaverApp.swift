@@ -70,6 +70,9 @@ public final class WeaverApp: Sendable {
                 .failedPrecondition, "cannot create data.dir \(dataDir): \(error.localizedDescription)",
                 field: "data.dir")
         }
+        if let problem = settings.clusterTimingProblem {
+            throw FabricError(.invalidArgument, problem, field: "cluster.suspect_after")
+        }
         try lockDataDir(dataDir)
         let store: any StateStore
         let storeKind: String
@@ -222,7 +225,8 @@ public final class WeaverApp: Sendable {
         ]
     }
 
-    static func waitForTerminationSignal() async {
+    /// Returns at the first SIGINT or SIGTERM (both are ignored from the first call on).
+    public static func waitForTerminationSignal() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let once = SignalOnce(c)
             for sig in [SIGINT, SIGTERM] {
@@ -277,6 +281,18 @@ extension Settings {
             heartbeatInterval: cluster.heartbeatInterval, suspectAfter: cluster.suspectAfter,
             lostAfter: cluster.lostAfter)
     }
+    /// Why the cluster timings cannot work (a heartbeat must come before suspicion, suspicion before loss).
+    public var clusterTimingProblem: String? {
+        if cluster.heartbeatInterval >= cluster.suspectAfter {
+            return "cluster.heartbeat_interval (\(SettingText.formatDuration(cluster.heartbeatInterval))) must be shorter than cluster.suspect_after "
+                + "(\(SettingText.formatDuration(cluster.suspectAfter)))"
+        }
+        if cluster.suspectAfter >= cluster.lostAfter {
+            return "cluster.suspect_after (\(SettingText.formatDuration(cluster.suspectAfter))) must be shorter than cluster.lost_after "
+                + "(\(SettingText.formatDuration(cluster.lostAfter)))"
+        }
+        return nil
+    }
     /// The token nodes present to join.
     public var clusterJoinToken: String { cluster.joinToken.exposedValue }
     /// How weaver (and its embedded node) or a shuttle connect to NATS.
@@ -307,8 +323,8 @@ extension Settings.Database {
 extension WeaverApp {
     /// Takes an exclusive lock on `data.dir` for the life of the process, so two weavers never share one
     /// (they would both count the same node's capacity and run its workloads).
-    static func lockDataDir(_ dir: String) throws {
-        let path = (dir as NSString).appendingPathComponent("weaver.lock")
+    public static func lockDataDir(_ dir: String, holder: String = "weaver") throws {
+        let path = (dir as NSString).appendingPathComponent("\(holder).lock")
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw FabricError(
@@ -317,7 +333,7 @@ extension WeaverApp {
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
             throw FabricError(
-                .failedPrecondition, "another weaver is using data.dir \(dir) (\(path) is locked)", field: "data.dir")
+                .failedPrecondition, "another \(holder) is using data.dir \(dir) (\(path) is locked)", field: "data.dir")
         }
         // Kept open (and locked) until the process exits.
         let pid = "\(getpid())\n"

@@ -68,8 +68,8 @@ extension WorkloadService: NodeRegistry {
             ])
         return RegistrationReply(
             state: nodes[id]?.state ?? .ready,
-            heartbeatIntervalMillis: Self.millis(options.nodeTiming.heartbeatInterval), adopted: adopted,
-            stopped: stopped)
+            heartbeatIntervalMillis: Self.millis(options.nodeTiming.heartbeatInterval),
+            lostAfterMillis: Self.millis(options.nodeTiming.lostAfter), adopted: adopted, stopped: stopped)
     }
 
     public func heartbeat(node id: String, session: String) async -> NodeAck {

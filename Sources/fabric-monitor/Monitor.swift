@@ -214,8 +214,9 @@ func runMonitor(_ options: Options) -> Int32 {
         pollfd(fd: out.read, events: Int16(POLLIN), revents: 0),
         pollfd(fd: err.read, events: Int16(POLLIN), revents: 0),
     ]
+    var fence = Fence(options: options)
     while status == nil {
-        let ready = retryingEINTR { poll(&fds, nfds_t(fds.count), -1) }
+        let ready = retryingEINTR { poll(&fds, nfds_t(fds.count), fence.pollMillis) }
         if ready < 0 {
             log.note("poll failed: \(errnoText(errno))")
             break
@@ -231,6 +232,7 @@ func runMonitor(_ options: Options) -> Int32 {
             while read(wake.read, &sink, sink.count) > 0 {}
             reapAll()
         }
+        if status == nil { fence.check(pgid: pgid, log: log) }
     }
     if status == nil {
         // The loop broke on an error: wait for the workload the plain way.
@@ -261,12 +263,69 @@ func runMonitor(_ options: Options) -> Int32 {
     // Clean up before the record: once exit.json exists, nothing of the attempt is left but its files.
     leaveCgroups()
     reapAll()
-    let ending = code.map { "\"code\":\($0)" } ?? "\"signal\":\(sig ?? SIGKILL)"
+    var ending = code.map { "\"code\":\($0)" } ?? "\"signal\":\(sig ?? SIGKILL)"
+    if fence.fencedAt != nil { ending += ",\"fenced\":true" }
     if !writeFileAtomically(dir + "/exit.json", "{\(ending),\"finishedAtMs\":\(wallMillis())}\n") {
         log.note("cannot write exit.json: \(errnoText(errno))")
         return 1
     }
     return 0
+}
+
+/// Lease fencing: the node runner renews a lease file; when it stops doing so (it died or hangs), the workload is
+/// stopped before the control plane declares the node lost and starts it elsewhere.
+struct Fence {
+    /// How often the lease is read.
+    static let checkMillis: Int32 = 250
+    let path: String?
+    let timeoutMillis: Int64
+    let graceMillis: Int64
+    /// The newest renewal seen (the monitor's start counts as one).
+    var lastRenewal = monotonicMillis()
+    var fencedAt: Int64?
+    var killed = false
+
+    init(options: Options) {
+        path = options.leaseFile
+        timeoutMillis = options.leaseTimeoutMillis
+        graceMillis = options.fenceGraceMillis
+    }
+
+    /// The poll timeout: wake up to read the lease, or sleep until something happens.
+    var pollMillis: Int32 { path == nil || killed ? -1 : Self.checkMillis }
+
+    mutating func check(pgid: pid_t, log: MonitorLog) {
+        guard let path, !killed else { return }
+        let now = monotonicMillis()
+        if let f = fencedAt {
+            if now - f >= graceMillis {
+                log.note("fence: grace over, SIGKILL to group \(pgid)")
+                _ = kill(-pgid, SIGKILL)
+                killed = true
+            }
+            return
+        }
+        if let bytes = readFile(path, bytesMax: 64),
+            let stamp = Int64(String(decoding: bytes, as: UTF8.self).filter { !$0.isWhitespace })
+        {
+            lastRenewal = max(lastRenewal, stamp)
+        }
+        guard now - lastRenewal > timeoutMillis else { return }
+        log.note("fence: lease \(path) not renewed for \(now - lastRenewal) ms; SIGTERM to group \(pgid)")
+        _ = kill(-pgid, SIGTERM)
+        fencedAt = now
+        if graceMillis == 0 {
+            _ = kill(-pgid, SIGKILL)
+            killed = true
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` in milliseconds (the clock the node runner stamps the lease with).
+func monotonicMillis() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
 }
 
 /// What one read from a workload pipe did.

@@ -6,7 +6,7 @@ let logBytesMaxMin = 1024
 /// The usage line, printed on a bad command line.
 let usage = """
     usage: fabric-monitor --dir DIR --log-bytes-max N [--cgroup-memory-bytes B] [--cgroup-cpu-millis M] \
-    [--cgroup-name NAME] [--workdir W] -- program args...
+    [--cgroup-name NAME] [--workdir W] [--lease-file F --lease-timeout-ms T --fence-grace-ms G] -- program args...
     """
 
 /// What the monitor was asked to do.
@@ -18,6 +18,11 @@ struct Options {
     var cpuMillis: Int64?
     var cgroupName: String?
     var workdir: String?
+    /// The node's lease file: when its monotonic-ms stamp is older than `leaseTimeoutMillis`, the workload is
+    /// fenced (SIGTERM to its group, SIGKILL `fenceGraceMillis` later).
+    var leaseFile: String?
+    var leaseTimeoutMillis: Int64 = 0
+    var fenceGraceMillis: Int64 = 0
     var program: [String]
 
     /// Parses `arguments` (without the program name); the error text on a bad command line.
@@ -45,6 +50,13 @@ struct Options {
                 guard isValidCgroupName(value) else { return .failure(UsageError("bad \(flag) \(value)")) }
                 options.cgroupName = value
             case "--workdir": options.workdir = value
+            case "--lease-file": options.leaseFile = value
+            case "--lease-timeout-ms":
+                guard let v = Int64(value), v > 0 else { return .failure(UsageError("bad \(flag) \(value)")) }
+                options.leaseTimeoutMillis = v
+            case "--fence-grace-ms":
+                guard let v = Int64(value), v >= 0 else { return .failure(UsageError("bad \(flag) \(value)")) }
+                options.fenceGraceMillis = v
             default: return .failure(UsageError("unknown flag \(flag)"))
             }
         }
@@ -52,10 +64,14 @@ struct Options {
         guard let logBytesMax, logBytesMax >= logBytesMaxMin else {
             return .failure(UsageError("--log-bytes-max is required and at least \(logBytesMaxMin)"))
         }
+        if options.leaseFile != nil && options.leaseTimeoutMillis == 0 {
+            return .failure(UsageError("--lease-file needs --lease-timeout-ms"))
+        }
         guard let first = options.program.first, !first.isEmpty else {
             return .failure(UsageError("no program after --"))
         }
         options.dir = absolute(dir)
+        options.leaseFile = options.leaseFile.map(absolute)
         options.logBytesMax = logBytesMax
         return .success(options)
     }

@@ -1,26 +1,130 @@
-// shuttle: the Fabric node runner.
+// shuttle: the Fabric node runner. Registers this machine with weaver over NATS, heartbeats, runs the workloads
+// weaver assigns under fabric-monitor, and reports every transition.
+import FabricActors
+import FabricCore
+import FabricLog
 import Foundation
 import Shuttle
+import Weaver
 
-let usage = """
-    shuttle: the Fabric node runner
+/// The settings sections a shuttle reads (a shared config file or environment may hold weaver's too).
+let shuttleSections: Set<String> = ["data", "log", "nats", "cluster", "node", "runtime"]
 
-    For now the node runner runs embedded in weaver as its local node: `weaver` registers this machine's CPU,
-    memory and GPUs and runs workloads on it (see `weaver --help`, settings node.*). A standalone shuttle that
-    registers with weaver over NATS is not built yet.
+let settings: Settings
+do {
+    switch try SettingsLoader.load(
+        arguments: Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment,
+        programName: "shuttle", sections: shuttleSections)
+    {
+    case .help(let text):
+        print(
+            """
+            shuttle: the Fabric node runner. It joins weaver over NATS (nats.url) with the cluster's join token,
+            offers this machine's CPU, memory and GPUs (detected with nvidia-smi, or node.*), and runs what weaver
+            assigns. Workloads live under <data.dir>/nodes/<node.name>; they keep running if shuttle stops, and
+            are reported again when it comes back.
 
-    Usage: shuttle --help | --version
+            Example: shuttle --nats-url nats://127.0.0.1:4222 --cluster-join-token "$TOKEN" --node-name n1
 
-    """
-let args = Array(CommandLine.arguments.dropFirst())
-if args.contains("--help") || args.contains("-h") {
-    print(usage, terminator: "")
+            """, terminator: "")
+        print(text, terminator: "")
+        exit(0)
+    case .version(let v):
+        print(v)
+        exit(0)
+    case .run(let s):
+        settings = s
+    }
+} catch {
+    FileHandle.standardError.write(Data("shuttle: \(error.message)\nRun `shuttle --help` for every setting.\n".utf8))
+    exit(SettingsLoader.usageExitCode)
+}
+
+func fail(_ message: String, exitCode: Int32 = SettingsLoader.usageExitCode) -> Never {
+    FileHandle.standardError.write(Data("shuttle: \(message)\nRun `shuttle --help` for every setting.\n".utf8))
+    exit(exitCode)
+}
+
+if settings.nats.url.isEmpty { fail("nats.url is required: the NATS server weaver listens on (--nats-url)") }
+if let problem = settings.clusterTimingProblem { fail(problem) }
+if settings.cluster.joinToken.isEmpty {
+    fail("cluster.join_token is required: the token weaver was started with (--cluster-join-token)")
+}
+
+signal(SIGPIPE, SIG_IGN)
+let logger = Logger(
+    component: "shuttle", level: LogLevel(name: settings.log.level.rawValue) ?? .info,
+    format: settings.log.format == .json ? .json : .text)
+
+let name = settings.node.name
+let nodeDir = ((settings.data.dir as NSString).appendingPathComponent("nodes") as NSString)
+    .appendingPathComponent(name)
+do {
+    try FileManager.default.createDirectory(atPath: nodeDir, withIntermediateDirectories: true)
+    try WeaverApp.lockDataDir(nodeDir, holder: "shuttle")
+} catch let e as FabricError {
+    fail(e.message, exitCode: 1)
+} catch {
+    fail("cannot create \(nodeDir): \(error.localizedDescription)", exitCode: 1)
+}
+
+let config = NodeConfig(
+    name: name, region: settings.node.region, cpuMillis: settings.node.cpuMillis,
+    memoryBytes: settings.node.memoryBytes, gpuCount: settings.node.gpuCount, gpuModel: settings.node.gpuModel,
+    pricePerHour: settings.node.pricePerHour, labels: settings.node.labels, dataDir: nodeDir,
+    monitorPath: settings.runtime.monitorPath.isEmpty ? nil : settings.runtime.monitorPath,
+    logBytesMax: settings.runtime.logBytesMax, fenced: true, stopGrace: settings.runtime.stopGrace)
+let agent = config.makeAgent(now: SystemWallClock().now(), logger: logger.with(component: "node"))
+let info = agent.info
+logger.info(
+    "starting shuttle \(WeaverApp.version)",
+    [
+        "node": name, "region": info.region, "cpu": Quantity.formatCPU(info.capacity.cpuMillis),
+        "memory": Quantity.formatMemory(info.capacity.memoryBytes), "gpus": info.capacity.gpuCount,
+        "gpuModel": info.capacity.gpu?.model ?? "", "price": info.pricePerHour, "dataDir": nodeDir,
+    ])
+
+var natsOptions = settings.natsClientOptions(name: "shuttle-\(name)")
+natsOptions.retryOnFailedConnect = true  // a shuttle may start before NATS; it keeps trying
+let system: NATSActorSystem
+do {
+    system = try await NATSActorSystem.connect(
+        node: name, options: natsOptions, logger: logger.with(component: "actors"))
+} catch {
+    let detail = (error as? FabricError)?.message ?? "\(error)"
+    fail("cannot connect to nats.url \(settings.nats.url): \(detail)", exitCode: 1)
+}
+
+let host: NodeHost
+do {
+    host = try NodeHost(
+        agent: agent, system: system,
+        options: ShuttleRunner.Options(
+            joinToken: settings.cluster.joinToken.exposedValue,
+            session: SeededIDGenerator(seed: UInt64.random(in: 0...UInt64.max)).next(prefix: "session"),
+            version: WeaverApp.version, heartbeatInterval: settings.cluster.heartbeatInterval),
+        logger: logger)
+} catch {
+    fail("cannot serve node \(name): \((error as? FabricError)?.message ?? "\(error)")", exitCode: 1)
+}
+
+// Runs until a signal, or until weaver refuses this node (a wrong join token cannot be fixed by retrying).
+Task {
+    await WeaverApp.waitForTerminationSignal()
+    logger.info("shutting down; running workloads keep running and are reported at the next start")
+    await host.stop()
+    await system.shutdown()
+    logger.info("stopped")
     exit(0)
 }
-if args.contains("--version") {
-    print("shuttle 0.1.0-dev")
-    exit(0)
+do {
+    try await host.wait()
+} catch let e as FabricError where e.code == .permissionDenied {
+    logger.error("shuttle stopped: weaver refused this node", ["reason": e.message])
+    await system.shutdown()
+    exit(3)
+} catch {
+    logger.error("shuttle stopped", ["error": error])
+    await system.shutdown()
+    exit(1)
 }
-FileHandle.standardError.write(
-    Data("shuttle: standalone mode is not available yet; run `weaver` (embedded local node)\n".utf8))
-exit(2)

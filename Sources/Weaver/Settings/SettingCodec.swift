@@ -56,7 +56,7 @@ public enum SettingsLimits {
     public static let nodePricePerHour = 0.0...Limits.pricePerHourMax
     public static let nodeGPUCount = 0...Limits.gpuCountMax
     public static let clusterHeartbeatInterval = Duration.milliseconds(100)...Duration.seconds(60)
-    public static let clusterSilence = Duration.milliseconds(200)...Duration.seconds(3600)
+    public static let clusterSilence = Duration.seconds(1)...Duration.seconds(3600)
 }
 
 /// How one type of setting value is parsed, checked and printed.

@@ -4,7 +4,9 @@
 /// Renders the help text.
 public enum SettingsHelp {
     /// The full help text for `programName`.
-    public static func text(programName: String = "weaver") -> String {
+    /// `sections` limits the settings listed to those top-level sections (nil: all).
+    public static func text(programName: String = "weaver", sections: Set<String>? = nil) -> String {
+        let shown = sections.map { s in SettingsSchema.all.filter { $0.isIn(s) } } ?? SettingsSchema.all
         var lines = [
             "Usage: \(programName) [--flag value | --flag=value]...",
             "",
@@ -24,7 +26,7 @@ public enum SettingsHelp {
             ("-h, --help", "", "Print this help and exit."),
             ("--version", "", "Print the version and exit."),
         ]
-        let rows = SettingsSchema.all.map { d in ("\(d.flag) <\(d.typeName)>", d.environmentName) }
+        let rows = shown.map { d in ("\(d.flag) <\(d.typeName)>", d.environmentName) }
         let flagWidth = (rows.map(\.0.count) + general.map(\.0.count)).max()!
         let envWidth = rows.map(\.1.count).max()!
         func row(_ flag: String, _ env: String, _ tail: String) -> String {
@@ -37,7 +39,7 @@ public enum SettingsHelp {
             lines.append("      \(summary)")
         }
         var section: String?
-        for (descriptor, (flag, env)) in zip(SettingsSchema.all, rows) {
+        for (descriptor, (flag, env)) in zip(shown, rows) {
             if descriptor.section != section {
                 section = descriptor.section
                 lines += ["", "\(descriptor.section):"]

@@ -36,12 +36,15 @@ public enum SettingsLoader {
     ///   - version: what `--version` prints.
     /// - Returns: `.help` or `.version` when asked for (even alongside bad flags), else `.run` with the settings.
     /// - Throws: every unknown name, bad value and config file problem, each naming the key and its source.
+    ///   - sections: the top-level sections (`nats`, `node`) this program reads; nil reads every setting. A flag
+    ///     outside them is refused; a variable or config-file key outside them is ignored (one environment or file
+    ///     may serve weaver and shuttle alike).
     public static func load(
         arguments: [String], environment: [String: String], programName: String = "weaver",
-        version: String = defaultVersion
+        version: String = defaultVersion, sections: Set<String>? = nil
     ) throws(SettingsError) -> SettingsLoadResult {
         let flags = scanFlags(arguments)
-        if flags.wantsHelp { return .help(SettingsHelp.text(programName: programName)) }
+        if flags.wantsHelp { return .help(SettingsHelp.text(programName: programName, sections: sections)) }
         if flags.wantsVersion { return .version("\(programName) \(version)") }
 
         var problems: [SettingsError.Problem] = []
@@ -58,6 +61,18 @@ public enum SettingsLoader {
         problems += flags.problems
         assignments += flags.assignments
 
+        if let sections {
+            assignments = assignments.filter { a in
+                guard !a.descriptor.isIn(sections) else { return true }
+                if case .flag = a.source {
+                    problems.append(
+                        .init(
+                            .unknownSetting, key: a.descriptor.key, source: a.source,
+                            message: "\(a.source) sets \(a.descriptor.key), which \(programName) does not read"))
+                }
+                return false
+            }
+        }
         var settings = Settings.default
         for a in assignments {
             do {

@@ -51,6 +51,11 @@ public struct SettingDescriptor: Sendable {
         SettingsSchema.environmentPrefix + String(key.uppercased().map { $0 == "." ? "_" : $0 })
     }
 
+    /// Whether the key's top-level section is one of `sections`.
+    public func isIn(_ sections: Set<String>) -> Bool {
+        sections.contains(String(key.prefix { $0 != "." }))
+    }
+
     /// The key without its last part: `server`, `providers.k8s`.
     public var section: String {
         key.lastIndex(of: ".").map { String(key[..<$0]) } ?? ""
