@@ -196,6 +196,8 @@ extension WorkloadService: NodeRegistry {
             n.allocated = .zero
             nodes[id] = n
         }
+        fullPassNeeded = true
+        schedulePass()
     }
 
     static func isPlaced(_ p: Phase) -> Bool {

@@ -518,15 +518,16 @@ public actor WorkloadService {
     }
 
     /// After an attempt ended or was lost: back to pending (with backoff) when the policy says so, else final.
-    func applyRestartPolicy(_ id: String, succeeded: Bool, reason: String, message: String?) {
+    /// Restarts (after a backoff, unless `backoff` is false) or finishes a workload whose attempt ended.
+    func applyRestartPolicy(_ id: String, succeeded: Bool, reason: String, message: String?, backoff: Bool = true) {
         guard let w = active[id] else { return }
         let policy = w.spec.restartPolicy
         let restart =
             (policy == .always || (policy == .onFailure && !succeeded)) && w.status.attempts < Limits.restartsMax
         if restart {
-            let backoff = min(
+            let delay = min(
                 options.restartBackoffBase * (1 << min(max(w.status.attempts - 1, 0), 16)), options.restartBackoffMax)
-            retryAfter[id] = clock.now().adding(backoff)
+            retryAfter[id] = backoff ? clock.now().adding(delay) : nil
             transition(
                 id, to: .pending, reason: "Restarting",
                 message:
@@ -547,7 +548,8 @@ public actor WorkloadService {
         release(id)
         transition(id, to: .lost, reason: "Lost", message: message) { $0.status.finishedAt = self.clock.now() }
         logger.warn("workload lost", ["workload": id, "reason": message])
-        applyRestartPolicy(id, succeeded: false, reason: "Lost", message: message)
+        // Its node failed, not the workload: it is placed again at once (the backoff is for crash loops).
+        applyRestartPolicy(id, succeeded: false, reason: "Lost", message: message, backoff: false)
     }
 
     func stopLater(_ id: String, nodeID: String) {
