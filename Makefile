@@ -4,6 +4,8 @@ SWIFT ?= $(shell command -v swift || echo /opt/swift/usr/bin/swift)
 CONFIG ?= debug
 BIN := .build/$(CONFIG)
 ARGS ?=
+SHUTTLE_ARGS ?=
+export SHUTTLE_ARGS
 SEED ?= 1
 RUNS ?= 20
 
@@ -28,10 +30,11 @@ weaver: bootstrap ## build the control plane binary
 shuttle: bootstrap ## build the node runner binary
 	$(SWIFT) build --product shuttle && $(SWIFT) build --product fabric-monitor
 
-run: bootstrap ## build and start weaver on 127.0.0.1:8080 with SQLite state under .data and an embedded local node
+run: bootstrap ## build, then start nats-server, weaver (127.0.0.1:8080, SQLite under .data) and a local shuttle
 	$(SWIFT) build -c release --product weaver
+	$(SWIFT) build -c release --product shuttle
 	$(SWIFT) build -c release --product fabric-monitor
-	.build/release/weaver --data-dir .data $(ARGS)
+	./scripts/run $(ARGS)
 
 test: bootstrap ## build and run every test (starts its own PostgreSQL)
 	./scripts/test

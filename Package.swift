@@ -58,6 +58,7 @@ let package = Package(
         .testTarget(name: "FabricRuntimeTests", dependencies: ["FabricRuntime"]),
         .testTarget(name: "FabricProvidersTests", dependencies: ["FabricProviders"]),
         .testTarget(name: "FabricActorsTests", dependencies: ["FabricActors"]),
+        .testTarget(name: "ShuttleTests", dependencies: ["Shuttle"]),
         .testTarget(name: "WeaverTests", dependencies: ["Weaver"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Weaver"]),
     ]

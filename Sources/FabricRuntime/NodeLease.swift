@@ -43,7 +43,13 @@ public final class NodeLease: Sendable {
 
     /// Writes now into the lease file.
     public func renew() throws(FabricError) {
-        try Posix.writeFileAtomically(path, Array("\(Self.monotonicMillis())\n".utf8))
+        let stamp = Array("\(Self.monotonicMillis())\n".utf8)
+        do { try Posix.writeFileAtomically(path, stamp) } catch {
+            // The node's folder may not exist yet: make it, then try once more.
+            try? FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try Posix.writeFileAtomically(path, stamp)
+        }
     }
 
     /// `CLOCK_MONOTONIC` in milliseconds (the clock fabric-monitor compares the lease with).

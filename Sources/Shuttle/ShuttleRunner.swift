@@ -167,7 +167,8 @@ public actor ShuttleRunner {
             } catch {
                 if !failing {
                     logger.error(
-                        "cannot renew the lease; workloads will be fenced", ["path": lease.path, "error": error.message])
+                        "cannot renew the lease; workloads will be fenced",
+                        ["path": lease.path, "error": error.message])
                 }
                 failing = true
             }
@@ -194,7 +195,8 @@ public actor ShuttleRunner {
             } catch {
                 failing += 1
                 if failing == 1 || failing % 10 == 0 {
-                    logger.warn("heartbeat failed", ["node": info.id, "missed": failing, "error": Self.describe(error)])
+                    logger.warn(
+                        "heartbeat failed", ["node": info.id, "missed": failing, "error": Self.describe(error)])
                 }
             }
         }

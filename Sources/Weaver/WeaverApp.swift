@@ -284,11 +284,13 @@ extension Settings {
     /// Why the cluster timings cannot work (a heartbeat must come before suspicion, suspicion before loss).
     public var clusterTimingProblem: String? {
         if cluster.heartbeatInterval >= cluster.suspectAfter {
-            return "cluster.heartbeat_interval (\(SettingText.formatDuration(cluster.heartbeatInterval))) must be shorter than cluster.suspect_after "
+            return
+                "cluster.heartbeat_interval (\(SettingText.formatDuration(cluster.heartbeatInterval))) must be shorter than cluster.suspect_after "
                 + "(\(SettingText.formatDuration(cluster.suspectAfter)))"
         }
         if cluster.suspectAfter >= cluster.lostAfter {
-            return "cluster.suspect_after (\(SettingText.formatDuration(cluster.suspectAfter))) must be shorter than cluster.lost_after "
+            return
+                "cluster.suspect_after (\(SettingText.formatDuration(cluster.suspectAfter))) must be shorter than cluster.lost_after "
                 + "(\(SettingText.formatDuration(cluster.lostAfter)))"
         }
         return nil
@@ -333,7 +335,8 @@ extension WeaverApp {
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
             throw FabricError(
-                .failedPrecondition, "another \(holder) is using data.dir \(dir) (\(path) is locked)", field: "data.dir")
+                .failedPrecondition, "another \(holder) is using data.dir \(dir) (\(path) is locked)", field: "data.dir"
+            )
         }
         // Kept open (and locked) until the process exits.
         let pid = "\(getpid())\n"

@@ -115,7 +115,8 @@ extension WorkloadService: NodeRegistry {
         apply(lifecycle.onRestore(id, now: clock.now()), reason: "WeaverRestarted")
     }
 
-    /// Periodic: late nodes become suspect, silent ones lost. Nothing is declared lost while the link is down.
+    /// Periodic: late nodes become suspect, silent ones lost. Nothing is declared lost while the link is down, nor
+    /// right after weaver itself stalled for longer than `suspectAfter`.
     func nodeTick() {
         let now = clock.now()
         guard linkUp() else {
@@ -128,6 +129,12 @@ extension WorkloadService: NodeRegistry {
             _ = lifecycle.onLinkRestored(now: now)
             logger.info("link to the nodes is back; heartbeat clocks restarted")
         }
+        if let last = lastNodeTick, now.since(last) > options.nodeTiming.suspectAfter {
+            // Weaver itself did not run (paused, swapping, a stopped process): the silence is its own.
+            _ = lifecycle.onLinkRestored(now: now)
+            logger.warn("weaver stalled; node heartbeat clocks restarted", ["stalledFor": now.since(last)])
+        }
+        lastNodeTick = now
         apply(lifecycle.onTick(now: now), reason: "HeartbeatTimeout")
     }
 
@@ -166,7 +173,8 @@ extension WorkloadService: NodeRegistry {
         n.eventSeq = seq
         nodes[id] = n
         persistNode(id)
-        let event = NodeEvent(node: id, seq: seq, at: clock.now(), from: from, to: state, reason: reason, message: message)
+        let event = NodeEvent(
+            node: id, seq: seq, at: clock.now(), from: from, to: state, reason: reason, message: message)
         events?.publish(event)
         if state != from {
             logger.info("node \(state.rawValue)", ["node": id, "from": from.rawValue, "reason": reason])
@@ -211,7 +219,8 @@ extension WorkloadService: NodeRegistry {
     /// records ends that happened meanwhile, re-sends assignments that never arrived, marks vanished work lost,
     /// and stops what runs there but belongs elsewhere now (so nothing runs twice).
     func reconcile(_ id: String, inventory: [RuntimeAttempt], client: ShuttleNode) -> (adopted: Int, stopped: Int) {
-        var held = Dictionary(inventory.map { ($0.workloadID, $0) }, uniquingKeysWith: { a, b in a.attempt > b.attempt ? a : b })
+        var held = Dictionary(
+            inventory.map { ($0.workloadID, $0) }, uniquingKeysWith: { a, b in a.attempt > b.attempt ? a : b })
         var adopted = 0
         var stale: [RuntimeAttempt] = []
         let mine = active.values.filter { $0.status.node == id && Self.isPlaced($0.phase) }.sorted { $0.id < $1.id }
@@ -279,7 +288,8 @@ extension WorkloadService: NodeRegistry {
                     }
                 } catch {
                     // It stays in the node's inventory and is handled at its next registration.
-                    logger.warn("stale workload not stopped", ["node": id, "workload": entry.workloadID, "error": error])
+                    logger.warn(
+                        "stale workload not stopped", ["node": id, "workload": entry.workloadID, "error": error])
                 }
             }
         }

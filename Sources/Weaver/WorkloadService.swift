@@ -91,6 +91,8 @@ public actor WorkloadService {
     /// Whether the link to the nodes (NATS) is up; while it is down nobody is declared lost.
     let linkUp: @Sendable () -> Bool
     var linkWasDown = false
+    /// When the node clocks were last checked: a longer gap than `suspectAfter` means weaver itself stalled.
+    var lastNodeTick: Timestamp?
     var nodeTickTask: Task<Void, Never>?
     let events: (any EventPublisher)?
     /// Every workload not in a final phase. Final ones live only in the store.

@@ -109,7 +109,7 @@ do {
 }
 
 // Runs until a signal, or until weaver refuses this node (a wrong join token cannot be fixed by retrying).
-Task {
+let signalled = Task {
     await WeaverApp.waitForTerminationSignal()
     logger.info("shutting down; running workloads keep running and are reported at the next start")
     await host.stop()
@@ -119,6 +119,7 @@ Task {
 }
 do {
     try await host.wait()
+    await signalled.value  // the runner ended because a signal stopped it: let the shutdown finish
 } catch let e as FabricError where e.code == .permissionDenied {
     logger.error("shuttle stopped: weaver refused this node", ["reason": e.message])
     await system.shutdown()

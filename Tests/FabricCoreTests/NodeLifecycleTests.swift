@@ -51,6 +51,34 @@ import Testing
         #expect(l.onTick(now: at(20)) == [.markLost("n1"), .scheduleCheck(after: .seconds(6))])
     }
 
+    @Test func aNodeKnownFromBeforeARestartIsSuspectUntilItRegistersOrLostIfSilent() {
+        var l = NodeLifecycle()
+        #expect(l.onRestore("n1", now: at(0)) == [.markSuspect("n1"), .scheduleCheck(after: .seconds(15))])
+        #expect(l.onRestore("n1", now: at(1)) == [], "restored once")
+        #expect(l.nodes["n1"]?.state == .suspect)
+        _ = l.onRestore("n2", now: at(0))
+        #expect(l.onRegister("n2", now: at(3)).first == .markReady("n2"))
+        #expect(l.nodes["n2"]?.state == .ready)
+        _ = l.onHeartbeat("n2", now: at(8))
+        _ = l.onHeartbeat("n2", now: at(13))
+        #expect(l.onTick(now: at(14)).contains(.markLost("n1")) == false)
+        #expect(l.onTick(now: at(15)).first == .markLost("n1"))
+        #expect(l.nodes["n2"]?.state == .ready)
+    }
+
+    @Test func aRestoredLinkRestartsEverySilenceClock() {
+        var l = NodeLifecycle()
+        _ = l.onRegister("n1", now: at(0))
+        _ = l.onRegister("n2", now: at(0))
+        _ = l.onDrain("n2")
+        // The control plane's link was down from 1 s to 30 s: nobody heartbeated, through no fault of theirs.
+        #expect(l.onLinkRestored(now: at(30)) == [])
+        #expect(l.onTick(now: at(31)).allSatisfy { if case .scheduleCheck = $0 { true } else { false } })
+        #expect(l.nodes["n1"]?.state == .ready)
+        #expect(l.nodes["n2"]?.state == .draining)
+        #expect(l.onTick(now: at(45)).prefix(2) == [.markLost("n1"), .markLost("n2")])
+    }
+
     @Test func unknownAndDeregisteredNodesAreIgnored() {
         var l = NodeLifecycle()
         #expect(l.onHeartbeat("ghost", now: at(0)) == [])

@@ -605,3 +605,48 @@ func pids(matching command: String) -> [Int32] {
         return line == command ? pid : nil
     }
 }
+
+/// Lease fencing: a monitor stops its workload once the node runner stops renewing the node's lease.
+struct FencingTests {
+    @Test("a renewed lease keeps the workload running; a stale one gets SIGTERM, then SIGKILL after the grace")
+    func staleLeaseFencesTheWorkload() async throws {
+        let box = Sandbox()
+        let lease = NodeLease(path: box.root + "/lease")
+        lease.setTerms(NodeLease.Terms(timeout: .milliseconds(800), grace: .milliseconds(300)))
+        try lease.renew()
+        let runtime = ProcessRuntime(root: box.root + "/workloads", logBytesMax: 4096, lease: lease)
+        try await runtime.start(run("polite", ["sleep", "60"]))
+        try await runtime.start(run("stubborn", sh("trap '' TERM; echo ready; sleep 60")))
+        #expect(try await eventually { try await logText(runtime, "stubborn") == "ready\n" })
+        // Renewed for 2 s (well past the 0.8 s timeout): both keep running.
+        for _ in 0..<10 {
+            try lease.renew()
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(await runtime.recover(workloadID: "polite") == .running)
+        #expect(await runtime.recover(workloadID: "stubborn") == .running)
+        // Renewals stop: SIGTERM ends one, SIGKILL the one that ignores it.
+        #expect(await runtime.waitForExit(workloadID: "polite") == .signaled(signal: SIGTERM))
+        #expect(await runtime.waitForExit(workloadID: "stubborn") == .signaled(signal: SIGKILL))
+        let record = try String(contentsOfFile: box.root + "/workloads/polite/0/exit.json", encoding: .utf8)
+        #expect(record.contains("\"fenced\":true"))
+        let log = try String(contentsOfFile: box.root + "/workloads/polite/0/monitor.log", encoding: .utf8)
+        #expect(log.contains("fence: lease"))
+    }
+
+    @Test("without lease terms monitors get no lease flags; fencing terms end a workload before the node is lost")
+    func termsAndArguments() throws {
+        let box = Sandbox()
+        let lease = NodeLease(path: box.root + "/lease")
+        #expect(lease.monitorArguments() == [])
+        let t = NodeLease.Terms.fencing(lostAfter: .seconds(15), stopGrace: .seconds(10))
+        #expect(t == NodeLease.Terms(timeout: .milliseconds(7500), grace: .milliseconds(3750)))
+        #expect(t.timeout + t.grace < .seconds(15))
+        #expect(NodeLease.Terms.fencing(lostAfter: .seconds(15), stopGrace: .seconds(1)).grace == .seconds(1))
+        lease.setTerms(t)
+        #expect(
+            lease.monitorArguments() == [
+                "--lease-file", box.root + "/lease", "--lease-timeout-ms", "7500", "--fence-grace-ms", "3750",
+            ])
+    }
+}

@@ -234,7 +234,8 @@ func monitorCount(node: String) -> Int {
         while Date() < deadline {
             let nodes = try await c.get("/v1/nodes").json["nodes"] as? [[String: Any]] ?? []
             seen = Dictionary(
-                nodes.map { ($0["id"] as? String ?? "", $0["state"] as? String ?? "") }, uniquingKeysWith: { a, _ in a })
+                nodes.map { ($0["id"] as? String ?? "", $0["state"] as? String ?? "") }, uniquingKeysWith: { a, _ in a }
+            )
             if want.allSatisfy({ seen[$0.key] == $0.value }) { return }
             try await Task.sleep(for: .milliseconds(100))
         }

@@ -19,6 +19,8 @@ struct ServiceHarness {
     let sink = MemorySink()
     let control: ControlPlane
     let host: NodeHost
+    let network = LoopbackNetwork()
+    let logger: Logger
 
     init(cpu: Int64 = 2000, restartBase: Duration = .seconds(1), dir: String? = nil) async throws {
         self.dir = dir ?? NSTemporaryDirectory() + "fabric-svc-\(UUID().uuidString.prefix(8))"
@@ -28,7 +30,10 @@ struct ServiceHarness {
         options.retryInterval = .seconds(3600)  // passes run only when the test or a report triggers them
         options.restartBackoffBase = restartBase
         options.persistLanes = 1
+        options.nodeTiming = NodeLifecycle.Timing(
+            heartbeatInterval: .milliseconds(50), suspectAfter: .seconds(5), lostAfter: .seconds(10))
         let logger = Logger(component: "test", level: .debug, sink: sink)
+        self.logger = logger
         service = WorkloadService(
             store: store, clock: clock, ids: SeededIDGenerator(seed: 7), logger: logger, options: options)
         let runtime = ProcessRuntime(root: self.dir + "/workloads", logBytesMax: 1 << 20)
@@ -37,7 +42,6 @@ struct ServiceHarness {
             registeredAt: clock.now())
         try await service.start()
         // The node joins through the node protocol, on in-process actor systems (every call still encoded).
-        let network = LoopbackNetwork()
         let system = try LocalActorSystem(node: NodeProtocolLimits.controlPlaneNode, network: network)
         control = try ControlPlane.serve(registry: service, on: system)
         let nodeSystem = try LocalActorSystem(node: "local", network: network)
@@ -47,6 +51,25 @@ struct ServiceHarness {
         guard await host.waitUntilRegistered(timeout: .seconds(20)) else {
             throw FabricError(.unavailable, "the test node did not register")
         }
+    }
+
+    /// Another node joining (or `local` coming back with a new session), its workloads under `root`.
+    func join(_ name: String, cpu: Int64 = 2000, price: Double = 0, root: String, session: String) async throws
+        -> NodeHost
+    {
+        let node = NodeInfo(
+            id: name, name: name, capacity: Resources(cpuMillis: cpu, memoryBytes: 4 << 30), pricePerHour: price,
+            registeredAt: clock.now())
+        let host = try NodeHost(
+            agent: NodeAgent(
+                info: node, runtimes: [ProcessRuntime(root: root, logBytesMax: 1 << 20)], logger: logger,
+                supersedeGrace: .seconds(1)),
+            system: try LocalActorSystem(node: name, network: network),
+            options: ShuttleRunner.Options(joinToken: "", session: session, version: "test"), logger: logger)
+        guard await host.waitUntilRegistered(timeout: .seconds(20)) else {
+            throw FabricError(.unavailable, "node \(name) did not register")
+        }
+        return host
     }
 
     func spec(_ name: String, _ command: [String], cpu: Int64 = 500, restart: RestartPolicy = .never) -> WorkloadSpec {
@@ -133,6 +156,60 @@ struct ServiceHarness {
         for id in ids { #expect(try await h.service.get(id).phase == .succeeded) }
         #expect(peak > 0)
         #expect(await h.service.node(id: "local")?.allocated.cpuMillis == 0)
+    }
+
+    @Test func aLostNodesWorkloadRunsElsewhereAndItsStaleCopyStopsWhenTheNodeReturns() async throws {
+        let h = try await ServiceHarness()
+        let n2 = try await h.join("n2", price: 5, root: h.dir + "/n2", session: "n2-a")
+        let w = try await h.service.submit(h.spec("long", ["sleep", "60"], restart: .always))
+        let first = try await h.wait(w.id) { $0.phase == .running }
+        #expect(first.status.node == "local", "the free node is cheaper")
+        // `local` stops heartbeating (its workload keeps running: this runtime has no lease).
+        await h.host.stop()
+        await h.host.system.shutdown()
+        // 11 s pass in steps of 0.25 s; n2 heartbeats (every 50 ms) all along, `local` stays silent.
+        for _ in 0..<44 {
+            h.clock.advance(by: .milliseconds(250))
+            try await Task.sleep(for: .milliseconds(60))
+            await h.service.nodeTick()
+        }
+        #expect(await h.service.node(id: "local")?.state == .lost)
+        #expect(await h.service.node(id: "n2")?.state == .ready)
+        let moved = try await h.wait(w.id) { $0.phase == .running && $0.status.node == "n2" }
+        let history = try await h.events(w.id)
+        #expect(moved.status.attempts == 2, "\(history) \(h.sink.lines.suffix(30))")
+        #expect(await h.service.node(id: "local")?.allocated == .zero)
+        #expect(await h.service.node(id: "n2")?.allocated.cpuMillis == 500)
+        #expect(try await h.events(w.id).contains("lost:Lost"))
+        // `local` comes back with attempt 1 still running: weaver stops it; attempt 2 runs on.
+        let back = try await h.join("local", root: h.dir + "/workloads", session: "session-2")
+        let oldRuntime = ProcessRuntime(root: h.dir + "/workloads", logBytesMax: 1 << 20)
+        var stale = await oldRuntime.held(workloadID: w.id)
+        let deadline = Date().addingTimeInterval(20)
+        while stale?.state == .running && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            stale = await oldRuntime.held(workloadID: w.id)
+        }
+        #expect(stale?.attempt == 1)
+        #expect(stale?.state == .exited(.signaled(signal: SIGTERM)))
+        #expect(await h.service.node(id: "local")?.state == .ready)
+        #expect(await h.service.node(id: "local")?.allocated == .zero, "capacity is not counted twice")
+        let now = try await h.service.get(w.id)
+        #expect(now.phase == .running && now.status.node == "n2" && now.status.attempts == 2)
+        _ = try await h.service.delete(w.id)
+        _ = try await h.wait(w.id) { $0.phase == .deleted }
+        await back.stop()
+        await n2.stop()
+    }
+
+    @Test func aStalledWeaverDoesNotDeclareItsNodesLost() async throws {
+        let h = try await ServiceHarness()
+        await h.service.nodeTick()
+        // The clock jumps 30 s at once (weaver did not run meanwhile): nobody heartbeated, nobody is lost.
+        h.clock.advance(by: .seconds(30))
+        await h.service.nodeTick()
+        #expect(await h.service.node(id: "local")?.state == .ready)
+        #expect(h.sink.lines.contains { $0.contains("weaver stalled") })
     }
 
     @Test func vanishedProcessIsMarkedLostOnRecovery() async throws {
