@@ -131,6 +131,10 @@ public actor NodeAgent {
             cancelled.insert("\(workloadID)#\(attempt)")
         }
         guard let runtime = runtimes[kind] else { return nil }
+        if let held = await runtime.held(workloadID: workloadID), held.attempt > attempt {
+            // A newer attempt runs here now; the one asked for was superseded (and stopped) before it started.
+            return nil
+        }
         await runtime.stop(workloadID: workloadID, grace: grace)
         if case .exited(let status) = await runtime.recover(workloadID: workloadID) { return status }
         return nil

@@ -199,6 +199,10 @@ func millis(_ key: String, in path: String) -> Int64? {
             try String(contentsOfFile: rig.dir + "/workloads/wl-2/1/exit.json", encoding: .utf8).contains(
                 "\"signal\":15"))
         #expect(await rig.host.agent.inventory() == [RuntimeAttempt(workloadID: "wl-2", attempt: 2, state: .running)])
+        // A late stop of the superseded attempt (the control plane reconciling a node that came back) leaves the new
+        // one running.
+        #expect(try await node.stop(workloadID: "wl-2", attempt: 1, kind: .process, graceMillis: 1000) == nil)
+        #expect(await rig.host.agent.inventory() == [RuntimeAttempt(workloadID: "wl-2", attempt: 2, state: .running)])
         _ = try await node.stop(workloadID: "wl-2", attempt: 2, kind: .process, graceMillis: 1000)
         await rig.host.stop()
     }
