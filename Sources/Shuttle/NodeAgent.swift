@@ -25,10 +25,33 @@ public enum NodeReport: Sendable, Hashable, Codable {
     case exited(workloadID: String, attempt: Int, status: ExitStatus)
 }
 
+/// Supervises one attempt of one workload on a node: waits for its end (through the runtime, whose monitor process
+/// does the watching) and reports it exactly once.
+actor WorkloadSupervisor {
+    nonisolated let workloadID: String
+    nonisolated let attempt: Int
+    let runtime: any WorkloadRuntime
+    private var reported = false
+
+    init(workloadID: String, attempt: Int, runtime: any WorkloadRuntime) {
+        self.workloadID = workloadID
+        self.attempt = attempt
+        self.runtime = runtime
+    }
+
+    /// Waits until the attempt ends, then calls `onExit` (once, however often `watch` is called).
+    func watch(onExit: @Sendable (ExitStatus) async -> Void) async {
+        let status = await runtime.waitForExit(workloadID: workloadID)
+        guard !reported else { return }
+        reported = true
+        await onExit(status)
+    }
+}
+
 /// The node runner: runs assignments through its runtimes and reports every transition.
 ///
-/// Embedded in weaver for now (the local node); the same actor becomes the shuttle process's core once nodes
-/// talk over NATS.
+/// The core of the `shuttle` process and of weaver's embedded node alike; the control plane reaches it through
+/// `ShuttleNode`, and its reports travel through `ShuttleRunner`. Each running attempt has a `WorkloadSupervisor`.
 public actor NodeAgent {
     public nonisolated let info: NodeInfo
     /// The liveness lease its monitors watch (nil: workloads outlive this agent for good, as on weaver's embedded
@@ -39,7 +62,7 @@ public actor NodeAgent {
     private let runtimes: [RuntimeKind: any WorkloadRuntime]
     private let logger: Logger
     /// Attempts this node watches: workload ID -> attempt.
-    private var watching: [String: Int] = [:]
+    private var supervisors: [String: WorkloadSupervisor] = [:]
     /// Attempts stopped before they started (`id#attempt`): a late `run` for them must not start anything.
     private var cancelled: Set<String> = []
     /// Workloads whose runtime start is in progress: a stop waits for it, so it never runs before the process
@@ -66,7 +89,7 @@ public actor NodeAgent {
 
     /// Starts an assignment and watches it until it exits. Reports `started` or `startFailed`, later `exited`.
     public func run(_ a: Assignment) async {
-        if watching[a.workloadID] == a.attempt || starting.contains(a.workloadID) {
+        if supervisors[a.workloadID]?.attempt == a.attempt || starting.contains(a.workloadID) {
             return  // a repeated delivery of an assignment already started or starting
         }
         if cancelled.remove("\(a.workloadID)#\(a.attempt)") != nil {
@@ -126,7 +149,7 @@ public actor NodeAgent {
         while starting.contains(workloadID) && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(5))
         }
-        if watching[workloadID] != attempt {
+        if supervisors[workloadID]?.attempt != attempt {
             if cancelled.count >= Self.cancelledMax { cancelled.removeAll() }
             cancelled.insert("\(workloadID)#\(attempt)")
         }
@@ -169,16 +192,14 @@ public actor NodeAgent {
     public func finish() { continuation.finish() }
 
     private func watch(_ id: String, attempt: Int, runtime: any WorkloadRuntime) {
-        guard watching[id] != attempt else { return }
-        watching[id] = attempt
-        Task {
-            let status = await runtime.waitForExit(workloadID: id)
-            self.exited(id, attempt: attempt, status: status)
-        }
+        guard supervisors[id]?.attempt != attempt else { return }
+        let supervisor = WorkloadSupervisor(workloadID: id, attempt: attempt, runtime: runtime)
+        supervisors[id] = supervisor
+        Task { await supervisor.watch { status in await self.exited(id, attempt: attempt, status: status) } }
     }
 
     private func exited(_ id: String, attempt: Int, status: ExitStatus) {
-        if watching[id] == attempt { watching[id] = nil }
+        if supervisors[id]?.attempt == attempt { supervisors[id] = nil }
         logger.info("exited", ["workload": id, "attempt": attempt, "status": "\(status)"])
         continuation.yield(.exited(workloadID: id, attempt: attempt, status: status))
     }
