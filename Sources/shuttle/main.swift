@@ -84,15 +84,35 @@ logger.info(
         "gpuModel": info.capacity.gpu?.model ?? "", "price": info.pricePerHour, "dataDir": nodeDir,
     ])
 
-var natsOptions = settings.natsClientOptions(name: "shuttle-\(name)")
-natsOptions.retryOnFailedConnect = true  // a shuttle may start before NATS; it keeps trying
-let system: NATSActorSystem
+// Connect once plainly, so that a refusal (credentials, TLS) is a clear error at once; when no server answers
+// yet (NATS starting, or down), keep trying in the background: the runner registers once it is up.
+let natsOptions = settings.natsClientOptions(name: "shuttle-\(name)")
+let actorsLogger = logger.with(component: "actors")
+var connected: NATSActorSystem?
 do {
-    system = try await NATSActorSystem.connect(
-        node: name, options: natsOptions, logger: logger.with(component: "actors"))
+    connected = try await NATSActorSystem.connect(node: name, options: natsOptions, logger: actorsLogger)
 } catch {
     let detail = (error as? FabricError)?.message ?? "\(error)"
-    fail("cannot connect to nats.url \(settings.nats.url): \(detail)", exitCode: 1)
+    let refusal = ["Authorization", "Authentication", "authorization", "TLS", "SSL", "certificate", "handshake"]
+    if refusal.contains(where: { detail.contains($0) }) {
+        fail(
+            "NATS at \(settings.nats.url) refused this shuttle: \(detail) (check nats.user/password/token/tls_*)",
+            exitCode: 1)
+    }
+    logger.warn("NATS is not reachable yet; retrying in the background", ["url": settings.nats.url, "error": detail])
+}
+let system: NATSActorSystem
+if let connected {
+    system = connected
+} else {
+    var retrying = natsOptions
+    retrying.retryOnFailedConnect = true
+    do {
+        system = try await NATSActorSystem.connect(node: name, options: retrying, logger: actorsLogger)
+    } catch {
+        let detail = (error as? FabricError)?.message ?? "\(error)"
+        fail("cannot connect to nats.url \(settings.nats.url): \(detail)", exitCode: 1)
+    }
 }
 
 let host: NodeHost

@@ -1,3 +1,4 @@
+import FabricActors
 import Foundation
 import Testing
 
@@ -8,7 +9,13 @@ final class ShuttleProcess: @unchecked Sendable {
     let logPath: String
     private(set) var process: Process?
 
-    init(name: String, dataDir: String, natsURL: String, token: String, args: [String]) {
+    let environment: [String: String]?
+
+    init(
+        name: String, dataDir: String, natsURL: String, token: String, args: [String],
+        environment: [String: String]? = nil
+    ) {
+        self.environment = environment
         self.name = name
         self.logPath = dataDir + "/shuttle-\(name).log"
         self.args =
@@ -22,6 +29,7 @@ final class ShuttleProcess: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: buildDirectory + "/shuttle")
         p.arguments = args
+        if let environment { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         if !FileManager.default.fileExists(atPath: logPath) {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         }
@@ -199,6 +207,35 @@ func monitorCount(node: String) -> Int {
         for id in all { _ = try await c.delete("/v1/workloads/\(id)") }
         for id in all { _ = try await c.waitFor(id) { phase($0) == "deleted" } }
         #expect(monitorCount(node: "big") == 0 && monitorCount(node: "mid") == 0)
+    }
+
+    /// NATS with a user and password: weaver and a shuttle that have them join; a shuttle without them is refused
+    /// by NATS at once, with a clear error, instead of retrying forever.
+    @Test func natsCredentialsAreUsedAndAShuttleWithoutThemIsRefused() async throws {
+        let nats = NATSProcess(
+            args: ["--user", "fabric", "--pass", "nats-secret"],
+            credentials: .userPassword(user: "fabric", password: "nats-secret"))
+        try await nats.start()
+        defer { nats.stop() }
+        let weaver = try WeaverProcess(args: [
+            "--nats-url", nats.url, "--nats-user", "fabric", "--nats-password", "nats-secret",
+            "--cluster-join-token", "t0ken", "--node-enabled=false",
+        ])
+        try await weaver.start()
+        defer { weaver.stop() }
+        let member = ShuttleProcess(
+            name: "member", dataDir: weaver.dataDir, natsURL: nats.url, token: "t0ken",
+            args: ["--nats-user", "fabric"],
+            environment: ["FABRIC_NATS_PASSWORD": "nats-secret"])
+        try member.start()
+        defer { member.stop() }
+        try await waitForNodes(weaver.client, ["member": "ready"])
+        let stranger = ShuttleProcess(
+            name: "stranger", dataDir: weaver.dataDir, natsURL: nats.url, token: "t0ken", args: [])
+        try stranger.start()
+        #expect(try await stranger.waitForExit(seconds: 20) == 1)
+        #expect(stranger.log.contains("refused this shuttle"))
+        #expect(!weaver.log.contains("nats-secret") && !member.log.contains("nats-secret"))
     }
 
     struct Placed: Equatable {

@@ -8,7 +8,17 @@ final class NATSProcess: @unchecked Sendable {
     let port = freePort()
     let dir = NSTemporaryDirectory() + "fabric-nats-\(UUID().uuidString.prefix(8))"
     private var process: Process?
+    /// Extra nats-server flags (e.g. `--user`, `--pass`).
+    let extraArgs: [String]
     var url: String { "nats://127.0.0.1:\(port)" }
+
+    /// What the readiness probe connects with.
+    let credentials: NATSOptions.Credentials
+
+    init(args: [String] = [], credentials: NATSOptions.Credentials = .none) {
+        extraArgs = args
+        self.credentials = credentials
+    }
 
     func start() async throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -17,11 +27,13 @@ final class NATSProcess: @unchecked Sendable {
         }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try #require(path, "nats-server missing: run scripts/bootstrap"))
-        p.arguments = ["-a", "127.0.0.1", "-p", String(port), "-P", dir + "/nats.pid", "-l", dir + "/nats.log"]
+        p.arguments =
+            ["-a", "127.0.0.1", "-p", String(port), "-P", dir + "/nats.pid", "-l", dir + "/nats.log"] + extraArgs
         try p.run()
         process = p
         for _ in 0..<200 {
-            if (try? await NATSConnection.connect(NATSOptions(urls: [url], reconnect: .never))) != nil { return }
+            let probe = NATSOptions(urls: [url], credentials: credentials, reconnect: .never)
+            if (try? await NATSConnection.connect(probe)) != nil { return }
             try await Task.sleep(for: .milliseconds(25))
         }
         throw WeaverFailed(log: "nats-server did not start")
