@@ -154,6 +154,9 @@ public final class HTTPServer: Sendable {
             await waitUntilStopped()
             return
         }
+        // From now on every response says `Connection: close` (set here, not in the detached task, which may start
+        // late on a busy machine).
+        core.draining.store(true, ordering: .relaxed)
         // Detached: the waits inside must not end early because the caller's task was cancelled.
         await Task.detached { [core] in await core.stop(daemon, gracePeriod: grace) }.value
         let waiters = state.withLock { state in

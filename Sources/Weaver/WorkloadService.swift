@@ -453,9 +453,10 @@ public actor WorkloadService {
         } while passRequested
     }
 
-    /// The periodic pass: judges every pending workload again.
+    /// The periodic pass: retries workloads whose restart backoff has ended. It does not judge every pending workload
+    /// again: whatever can make one fit (capacity freed, a node joining or becoming ready) asks for a full pass
+    /// itself, and a periodic full pass over many pending workloads would stall every request behind it.
     func tick() {
-        fullPassNeeded = true
         schedulePass()
     }
 
