@@ -212,14 +212,11 @@ public enum GPUModel {
     /// The canonical spelling: upper case, without vendor, form factor (`SXM`, `PCIe`, `NVLink`) or separators;
     /// memory size is kept only where a model comes in several (`A100-80GB`, `A100-40GB`).
     public static func canonical(_ name: String) -> String {
-        let dropped: Set<String> = [
-            "NVIDIA", "AMD", "GEFORCE", "TESLA", "SXM", "SXM4", "SXM5", "PCIE", "NVL", "NVLINK", "HBM3", "HBM3E",
-        ]
         var tokens: [String] = []
         var memory: String? = nil
         for t in name.uppercased().split(whereSeparator: { $0 == "-" || $0 == "_" || $0 == " " }) {
             let token = String(t)
-            if dropped.contains(token) { continue }
+            if droppedTokens.contains(token) { continue }
             if token.hasSuffix("GB"), token.dropLast(2).allSatisfy(\.isNumber) {
                 memory = token
                 continue
@@ -234,6 +231,11 @@ public enum GPUModel {
         if base == "A100", let memory { return "A100-" + memory }
         return base
     }
+
+    /// Vendor and form-factor words that do not change the model.
+    static let droppedTokens: Set<String> = [
+        "NVIDIA", "AMD", "GEFORCE", "TESLA", "SXM", "SXM4", "SXM5", "PCIE", "NVL", "NVLINK", "HBM3", "HBM3E",
+    ]
 
     /// Whether an offered model satisfies a requested one: equal, or the request names the family
     /// (`A100` matches `A100-80GB` and `A100-40GB`).

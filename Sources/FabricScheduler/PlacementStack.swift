@@ -90,9 +90,15 @@ public struct PlacementStack: Sendable {
     /// 1-GPU job does not strand a 7 of 8 GPU machine when a 1-GPU machine costs the same. Lower is better.
     static func stranded(_ c: Candidate, _ r: Resources) -> Double {
         let free = c.free
-        let gpuFree = Double(max(0, (free.gpu?.count ?? 0) - r.gpuCount))
-        let cpuLeft = free.cpuMillis > 0 ? Double(free.cpuMillis - r.cpuMillis) / Double(free.cpuMillis) : 0
-        let memLeft = free.memoryBytes > 0 ? Double(free.memoryBytes - r.memoryBytes) / Double(free.memoryBytes) : 0
+        return stranded(freeCPU: free.cpuMillis, freeMemory: free.memoryBytes, freeGPU: free.gpu?.count ?? 0, r)
+    }
+
+    /// `stranded` over the free amounts themselves (the index's hot loop).
+    @inline(__always)
+    static func stranded(freeCPU: Int64, freeMemory: Int64, freeGPU: Int, _ r: Resources) -> Double {
+        let gpuFree = Double(max(0, freeGPU - r.gpuCount))
+        let cpuLeft = freeCPU > 0 ? Double(freeCPU - r.cpuMillis) / Double(freeCPU) : 0
+        let memLeft = freeMemory > 0 ? Double(freeMemory - r.memoryBytes) / Double(freeMemory) : 0
         return gpuFree * 10 + cpuLeft + memLeft
     }
 }
