@@ -3,6 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= $(shell command -v swift || echo /opt/swift/usr/bin/swift)
 CONFIG ?= debug
 BIN := .build/$(CONFIG)
+BIN_RELEASE := .build/release
 ARGS ?=
 SHUTTLE_ARGS ?=
 export SHUTTLE_ARGS
@@ -10,7 +11,8 @@ SEED ?= 1
 RUNS ?= 20
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap build release weaver shuttle run test test-unit test-integration bench bench-api bench-actors fmt lint clean sim
+.PHONY: help bootstrap build release weaver shuttle run test test-unit test-integration bench bench-api bench-actors \
+	bench-scheduler fmt lint clean sim
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -46,7 +48,7 @@ test-unit: bootstrap ## run the tests that need no server
 test-integration: bootstrap ## run the tests that start real servers and binaries
 	./scripts/test --filter IntegrationTests
 
-bench: bench-api bench-actors ## run every benchmark
+bench: bench-api bench-actors bench-scheduler ## run every benchmark
 
 bench-api: bootstrap ## wrk against weaver (SQLite, PostgreSQL), a bare libmicrohttpd responder and nginx
 	./scripts/bench-api
@@ -54,6 +56,10 @@ bench-api: bootstrap ## wrk against weaver (SQLite, PostgreSQL), a bare libmicro
 bench-actors: bootstrap ## distributed-actor round trips over NATS beside raw cnats requests, and in one process
 	$(SWIFT) build -c release --build-tests -Xswiftc -enable-testing
 	FABRIC_BENCH_ACTORS=1 $(SWIFT) test -c release --skip-build --filter ActorBenchmarks
+
+bench-scheduler: bootstrap ## placements/s and decision latency at 1,000-10,000 nodes, 10% and 90% fill, beside select
+	$(SWIFT) build -c release --product fabric-bench-scheduler
+	$(BIN_RELEASE)/fabric-bench-scheduler $(ARGS)
 
 sim: ## run the simulator with one seed (SEED=N)
 	$(SWIFT) run -c release fabric-sim --seed $(SEED)

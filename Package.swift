@@ -49,6 +49,9 @@ let package = Package(
             name: "fabric-sim", dependencies: ["FabricCore", "FabricScheduler", "Weaver"], path: "Simulation"),
         .executableTarget(
             name: "fabric-bench-http", dependencies: ["CMicroHTTPD", "CShims"], path: "Benchmarks/fabric-bench-http"),
+        .executableTarget(
+            name: "fabric-bench-scheduler", dependencies: ["FabricScheduler", "FabricProviders"],
+            path: "Benchmarks/fabric-bench-scheduler"),
 
         // Tests: one target per module; IntegrationTests start real servers and binaries.
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),

@@ -34,6 +34,8 @@ public struct PlacementIndex: Sendable {
     private var classByKey: [NodeClassKey: Int] = [:]
 
     private var offers: [OfferEntry] = []
+    /// Positions in `offers`, cheapest first.
+    private var offersByPrice: [Int] = []
     private var enabledProviders: Set<String>
     private var unavailableOffers: Set<OfferKey>
     private let includeOffers: Bool
@@ -57,6 +59,7 @@ public struct PlacementIndex: Sendable {
                 if o.spotPerHour != nil { offers.append(OfferEntry(offer: o, spot: true, model: model)) }
             }
         }
+        offersByPrice = offers.indices.sorted { offers[$0].price < offers[$1].price }
     }
 
     /// The fleet as it stands now (nodes sorted by ID), for explanations through `PlacementStack.select`.
@@ -115,11 +118,13 @@ public struct PlacementIndex: Sendable {
             if best == nil || candidate.isBetter(than: best!, infos: infos, offers: offers) { best = candidate }
         }
 
-        // Offers: a few hundred rows, every check as in `select`.
+        // Offers, cheapest first (their prices do not depend on the workload): every check as in `select`, until
+        // one is dearer than the best found.
         if includeOffers {
-            for (i, e) in offers.enumerated() {
+            for i in offersByPrice {
+                let e = offers[i]
+                if let b = best, e.price > b.price { break }
                 guard let price = offerPrice(e, w, wantGPU: wantGPU, matches: matches) else { continue }
-                if let b = best, price > b.price { continue }
                 let candidate = Best(price: price, fit: e.fit(r), node: nil, offer: i)
                 if best == nil || candidate.isBetter(than: best!, infos: infos, offers: offers) { best = candidate }
             }
@@ -156,9 +161,8 @@ public struct PlacementIndex: Sendable {
         }
         if e.resources.cpuMillis < r.cpuMillis || e.resources.memoryBytes < r.memoryBytes { return nil }
         if !unavailableOffers.isEmpty, unavailableOffers.contains(e.key) { return nil }
-        let price = e.spot ? (o.spotPerHour ?? o.onDemandPerHour) : o.onDemandPerHour
-        if let max = w.placement.maxPricePerHour, price > max { return nil }
-        return price
+        if let max = w.placement.maxPricePerHour, e.price > max { return nil }
+        return e.price
     }
 
     /// For each known model number, whether it satisfies the requested model (all true when none is named).
@@ -367,6 +371,8 @@ private struct OfferEntry {
     let resources: Resources
     let key: OfferKey
     let stableKey: String
+    /// What one machine costs per hour in this market (`CostModel.marginalPrice` of the offer).
+    let price: Double
 
     init(offer: Offer, spot: Bool, model: Int) {
         self.offer = offer
@@ -375,6 +381,7 @@ private struct OfferEntry {
         resources = offer.resources
         key = OfferKey(provider: offer.provider, region: offer.region, machineType: offer.machineType, spot: spot)
         stableKey = Candidate.offer(offer, spot: spot).stableKey
+        price = CostModel.dominantShare.marginalPrice(.offer(offer, spot: spot), resources)
     }
 
     func fit(_ r: Resources) -> Double {
