@@ -400,15 +400,21 @@ public actor WorkloadService {
                 judge = fresh
             }
             fresh = []
-            var snapshot = PlacementSnapshot(nodes: nodes.values.sorted { $0.id < $1.id }, includeOffers: false)
+            // One index per pass: each placement is found fast and charged to it; `select` runs only to explain
+            // a workload that fits nowhere (its reasons).
+            var index = PlacementIndex(
+                snapshot: PlacementSnapshot(nodes: Array(nodes.values), includeOffers: false),
+                costModel: stack.costModel)
+            var explain: PlacementSnapshot? = nil  // index.snapshot, made once per change
             for id in judge {
                 guard pendingSet.contains(id), let w = active[id], w.phase == .pending else { continue }
                 if let t = retryAfter[id], t > now {
                     fresh.append(id)  // judged again on later passes until its backoff ends
                     continue
                 }
-                let d = stack.select(snapshot, w.spec)
-                guard let placement = d.placement, let nodeID = placement.node else {
+                guard let placement = index.place(w.spec), let nodeID = placement.node else {
+                    if explain == nil { explain = index.snapshot }
+                    let d = stack.select(explain!, w.spec)
                     if w.status.pendingReasons != d.filtered {
                         let msg = Self.describe(d.filtered)
                         update(id) {
@@ -423,9 +429,8 @@ public actor WorkloadService {
                 retryAfter[id] = nil
                 pendingSet.remove(id)
                 allocate(w.id, w.spec.resources, on: nodeID)
-                if let i = snapshot.nodes.firstIndex(where: { $0.id == nodeID }), let n = nodes[nodeID] {
-                    snapshot.nodes[i] = n
-                }
+                index.allocate(w.spec.resources, on: nodeID)
+                explain = nil
                 placementsTotal += 1
                 let attempt = w.status.attempts + 1
                 transition(id, to: .scheduled, reason: "Scheduled", message: "placed on node \(nodeID)") {
