@@ -12,7 +12,7 @@ RUNS ?= 20
 
 .DEFAULT_GOAL := help
 .PHONY: help bootstrap build release weaver shuttle run test test-unit test-integration bench bench-api bench-actors \
-	bench-scheduler fmt lint clean sim
+	bench-scheduler bench-cost fmt lint clean sim
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -48,7 +48,7 @@ test-unit: bootstrap ## run the tests that need no server
 test-integration: bootstrap ## run the tests that start real servers and binaries
 	./scripts/test --filter IntegrationTests
 
-bench: bench-api bench-actors bench-scheduler ## run every benchmark
+bench: bench-api bench-actors bench-scheduler bench-cost ## run every benchmark
 
 bench-api: bootstrap ## wrk against weaver (SQLite, PostgreSQL), a bare libmicrohttpd responder and nginx
 	./scripts/bench-api
@@ -60,6 +60,11 @@ bench-actors: bootstrap ## distributed-actor round trips over NATS beside raw cn
 bench-scheduler: bootstrap ## placements/s and decision latency at 1,000-10,000 nodes, 10% and 90% fill, beside select
 	$(SWIFT) build -c release --product fabric-bench-scheduler
 	$(BIN_RELEASE)/fabric-bench-scheduler $(ARGS)
+
+bench-cost: bootstrap ## $/h of standard batches (BatchPlanner, one machine each, naive) against an LP lower bound
+	$(SWIFT) build -c release --product fabric-bench-cost
+	mkdir -p .tmp && $(BIN_RELEASE)/fabric-bench-cost --out .tmp/cost-batches.jsonl $(ARGS)
+	.venv/bin/python scripts/cost-bound --max-ratio 1.03 .tmp/cost-batches.jsonl
 
 sim: ## run the simulator with one seed (SEED=N)
 	$(SWIFT) run -c release fabric-sim --seed $(SEED)

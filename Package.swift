@@ -53,6 +53,9 @@ let package = Package(
         .executableTarget(
             name: "fabric-bench-scheduler", dependencies: ["FabricScheduler", "FabricProviders"],
             path: "Benchmarks/fabric-bench-scheduler"),
+        .executableTarget(
+            name: "fabric-bench-cost", dependencies: ["FabricScheduler", "FabricProviders"],
+            path: "Benchmarks/fabric-bench-cost"),
 
         // Tests: one target per module; IntegrationTests start real servers and binaries.
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),

@@ -58,8 +58,13 @@ public enum Candidate: Sendable, Hashable {
     var stableKey: String {
         switch self {
         case .node(let n): "0|\(n.id)"
-        case .offer(let o, let spot): "1|\(o.provider)|\(o.region)|\(o.machineType)|\(spot ? 1 : 0)"
+        case .offer(let o, let spot): Self.offerKey(o.provider, o.region, o.machineType, spot)
         }
+    }
+
+    /// The stable key of an offer in one market (`stableKey` of `.offer`).
+    static func offerKey(_ provider: String, _ region: String, _ machineType: String, _ spot: Bool) -> String {
+        "1|\(provider)|\(region)|\(machineType)|\(spot ? 1 : 0)"
     }
 }
 

@@ -1,0 +1,289 @@
+import FabricCore
+
+/// Places a batch of pending workloads together, so that several small ones share one new machine where that is
+/// cheaper than a machine each (DESIGN "Batches").
+///
+/// ```
+///  workloads ──► PlacementIndex: an existing node is cheapest ──► on that node (charged at once)
+///      │                     └─ nothing fits ──► unplaced, with select's reasons
+///      ▼ a new machine is cheapest
+///  biggest first ──► fits a machine this batch already opens? ──► best fit there (already paid for)
+///                          └─ no: open the offer with the lowest price per dollar of work it would hold
+///                                 (its price ÷ the standalone prices of the workloads that would fill it)
+/// ```
+/// Pure and deterministic: the same snapshot and workloads give the same plan.
+public struct BatchPlanner: Sendable {
+    public let stack: PlacementStack
+
+    public init(stack: PlacementStack = PlacementStack()) { self.stack = stack }
+
+    /// A new machine the plan asks a provider for, and the workloads (positions in the input) it will hold.
+    public struct NewMachine: Sendable, Hashable {
+        public var offer: Offer
+        public var spot: Bool
+        public var pricePerHour: Double
+        public var workloads: [Int]
+        /// What is left free on it after the planned workloads.
+        public var free: Resources
+    }
+
+    /// The outcome for a batch.
+    public struct Plan: Sendable, Hashable {
+        /// Workload position → node ID and the marginal price charged there.
+        public var onNodes: [Int: Placement]
+        public var machines: [NewMachine]
+        /// Workload position → why it fits nowhere (`select`'s filtered counts).
+        public var unplaced: [Int: [String: Int]]
+
+        /// The $/h of the new machines.
+        public var newMachinesPerHour: Double { machines.reduce(0) { $0 + $1.pricePerHour } }
+
+        /// Where each workload goes: a node, a new machine (with its offer), or nil.
+        public func placement(of i: Int) -> Placement? {
+            if let p = onNodes[i] { return p }
+            guard let m = machines.first(where: { $0.workloads.contains(i) }) else { return nil }
+            return Placement(
+                provider: m.offer.provider, region: m.offer.region, machineType: m.offer.machineType, spot: m.spot,
+                pricePerHour: m.pricePerHour, node: nil)
+        }
+    }
+
+    /// Plans the batch. Nodes in the snapshot are charged as workloads land on them.
+    public func plan(_ snapshot: PlacementSnapshot, _ workloads: [WorkloadSpec]) -> Plan {
+        var index = PlacementIndex(snapshot: snapshot, costModel: stack.costModel)
+        var plan = Plan(onNodes: [:], machines: [], unplaced: [:])
+        var toPack: [Int] = []
+        for (i, w) in workloads.enumerated() {
+            guard let p = index.place(w) else {
+                plan.unplaced[i] = stack.select(index.snapshot, w).filtered
+                continue
+            }
+            if let node = p.node {
+                index.allocate(w.resources, on: node)
+                plan.onNodes[i] = p
+            } else {
+                toPack.append(i)
+            }
+        }
+        guard !toPack.isEmpty else { return plan }
+
+        // Every market of every offer, and which of them each workload may use (select's checks, nodes aside).
+        let offersOnly = PlacementSnapshot(
+            nodes: [], offers: snapshot.offers, enabledProviders: snapshot.enabledProviders,
+            unavailableOffers: snapshot.unavailableOffers, includeOffers: true)
+        let markets = offersOnly.candidates
+        var marketOf: [String: Int] = [:]
+        for (m, c) in markets.enumerated() { marketOf[c.stableKey] = m }
+        var feasible: [Int: [Int]] = [:]  // workload → markets, in select's order (cheapest first)
+        var allowed: [Int: Set<Int>] = [:]
+        // What a workload is worth: its fair share of the most efficient machine it may use (price × the largest
+        // fraction of CPU, memory or GPUs it takes there), the cost it would have if machines were divisible.
+        var value: [Int: Double] = [:]
+        for i in toPack {
+            let d = stack.select(offersOnly, workloads[i])
+            let ms = d.candidates.filter(\.feasible).compactMap { r in
+                marketOf[Candidate.offerKey(r.provider, r.region, r.machineType, r.spot)]
+            }
+            feasible[i] = ms
+            allowed[i] = Set(ms)
+            value[i] = ms.map { m in price(markets[m]) * Self.share(workloads[i].resources, of: markets[m].free) }.min()
+        }
+
+        // Workloads alike (same resources, same markets) form one type; types biggest first (GPUs, then worth),
+        // each holding its workloads in input order.
+        var types: [WorkloadType] = []
+        var typeOf: [TypeKey: Int] = [:]
+        for i in toPack.sorted() {
+            let key = TypeKey(resources: workloads[i].resources, markets: feasible[i] ?? [])
+            if let t = typeOf[key] {
+                types[t].members.append(i)
+            } else {
+                typeOf[key] = types.count
+                types.append(
+                    WorkloadType(
+                        resources: workloads[i].resources, markets: feasible[i] ?? [], allowed: allowed[i] ?? [],
+                        value: value[i] ?? 0, members: [i]))
+            }
+        }
+        types.sort { a, b in
+            if a.resources.gpuCount != b.resources.gpuCount { return a.resources.gpuCount > b.resources.gpuCount }
+            if a.value != b.value { return a.value > b.value }
+            return a.members[0] < b.members[0]
+        }
+        var taken = Array(repeating: 0, count: types.count)  // how many of each type are placed
+
+        // One machine at a time, for the biggest workload left: try the markets it uses most efficiently, fill each
+        // (simulated) with whichever workload left lines up best with the room still free, and open the market whose
+        // price buys the most worth.
+        var machineMarket: [Int] = []
+        while let t = types.indices.first(where: { taken[$0] < types[$0].members.count }) {
+            let r = types[t].resources
+            let tried = types[t].markets
+                .map { m in (m, price(markets[m]) * Self.share(r, of: markets[m].free)) }
+                .sorted { $0.1 < $1.1 }.prefix(Self.marketsTriedMax).map(\.0)
+            var choice: (market: Int, ratio: Double, price: Double, fill: [Int: Int])? = nil
+            for m in tried {
+                let (fill, held) = fillMachine(m, first: t, types: types, taken: taken, capacity: markets[m].free)
+                let p = price(markets[m])
+                let ratio = held > 0 ? p / held : Double.infinity
+                if choice == nil || ratio < choice!.ratio || (ratio == choice!.ratio && p < choice!.price) {
+                    choice = (m, ratio, p, fill)
+                }
+            }
+            guard let choice else {
+                for i in types[t].members[taken[t]...] { plan.unplaced[i] = [:] }
+                taken[t] = types[t].members.count
+                continue
+            }
+            let (offer, spot) = entry(markets[choice.market])
+            var machine = NewMachine(
+                offer: offer, spot: spot, pricePerHour: choice.price, workloads: [], free: offer.resources)
+            for (u, n) in choice.fill.sorted(by: { $0.key < $1.key }) {
+                for i in types[u].members[taken[u]..<(taken[u] + n)] {
+                    machine.workloads.append(i)
+                    machine.free = machine.free.subtracting(types[u].resources)
+                }
+                taken[u] += n
+            }
+            plan.machines.append(machine)
+            machineMarket.append(choice.market)
+        }
+
+        // Empty the machines that hold the least worth for their price into the others' free room, where everything
+        // on one fits elsewhere; then drop the empty ones.
+        var held = plan.machines.map { m in m.workloads.reduce(0) { $0 + (value[$1] ?? 0) } }
+        let emptiestFirst = plan.machines.indices.sorted { a, b in
+            let (x, y) = (held[a] / plan.machines[a].pricePerHour, held[b] / plan.machines[b].pricePerHour)
+            return x != y ? x < y : a < b
+        }
+        var gone = Set<Int>()
+        for k in emptiestFirst {
+            var free = plan.machines.map(\.free)
+            var moves: [(workload: Int, to: Int)] = []
+            for i in plan.machines[k].workloads {
+                let r = workloads[i].resources
+                var best: (machine: Int, fit: Double)? = nil
+                for (m, machine) in plan.machines.enumerated()
+                where m != k && !gone.contains(m) && (allowed[i]?.contains(machineMarket[m]) ?? false) {
+                    guard free[m].fits(r) else { continue }
+                    let fit = -Self.alignment(r, free: free[m], of: machine.offer.resources)
+                    if best == nil || fit < best!.fit { best = (m, fit) }
+                }
+                guard let best else { break }
+                free[best.machine] = free[best.machine].subtracting(r)
+                moves.append((i, best.machine))
+            }
+            guard moves.count == plan.machines[k].workloads.count else { continue }
+            for (i, m) in moves {
+                plan.machines[m].workloads.append(i)
+                plan.machines[m].free = free[m]
+                held[m] += value[i] ?? 0
+            }
+            plan.machines[k].workloads = []
+            gone.insert(k)
+        }
+        if !gone.isEmpty {
+            let keep = plan.machines.indices.filter { !gone.contains($0) }
+            plan.machines = keep.map { plan.machines[$0] }
+            machineMarket = keep.map { machineMarket[$0] }
+        }
+
+        // Each machine as filled: the cheapest market every workload on it may use that still holds them all.
+        for (k, machine) in plan.machines.enumerated() {
+            var need = Resources.zero
+            for i in machine.workloads { need = need.adding(workloads[i].resources) }
+            var options = allowed[machine.workloads[0]] ?? []
+            for i in machine.workloads.dropFirst() { options.formIntersection(allowed[i] ?? []) }
+            var best = (market: machineMarket[k], price: machine.pricePerHour)
+            for m in options.sorted() where markets[m].free.fits(need) {
+                let p = price(markets[m])
+                if p < best.price { best = (m, p) }
+            }
+            guard best.market != machineMarket[k] else { continue }
+            let (offer, spot) = entry(markets[best.market])
+            plan.machines[k].offer = offer
+            plan.machines[k].spot = spot
+            plan.machines[k].pricePerHour = best.price
+            plan.machines[k].free = offer.resources.subtracting(need)
+            machineMarket[k] = best.market
+        }
+        return plan
+    }
+
+    /// How many markets are tried when a machine is opened: the ones the workload uses most efficiently.
+    static let marketsTriedMax = 8
+
+    /// Fills one machine of market `m` (simulated): a workload of type `first`, then again and again the type left
+    /// whose resources line up best with the room still free. Returns how many of each type it holds, and their
+    /// worth.
+    private func fillMachine(
+        _ m: Int, first: Int, types: [WorkloadType], taken: [Int], capacity: Resources
+    ) -> (fill: [Int: Int], held: Double) {
+        var free = capacity.subtracting(types[first].resources)
+        var fill = [first: 1]
+        var held = types[first].value
+        while true {
+            var best: (type: Int, fit: Double)? = nil
+            for (u, type) in types.enumerated() where taken[u] + (fill[u] ?? 0) < type.members.count {
+                guard type.allowed.contains(m), free.fits(type.resources) else { continue }
+                let fit = Self.alignment(type.resources, free: free, of: capacity)
+                if best == nil || fit > best!.fit { best = (u, fit) }
+            }
+            guard let best else { break }
+            fill[best.type, default: 0] += 1
+            free = free.subtracting(types[best.type].resources)
+            held += types[best.type].value
+        }
+        return (fill, held)
+    }
+
+    /// What one machine of the market costs per hour.
+    private func price(_ c: Candidate) -> Double { stack.costModel.marginalPrice(c, .zero) }
+
+    /// How well `r` lines up with what is free on a machine of size `whole`: the dot product of both as fractions
+    /// of the machine (higher is better).
+    static func alignment(_ r: Resources, free: Resources, of whole: Resources) -> Double {
+        var a = 0.0
+        if whole.cpuMillis > 0 {
+            a += Double(r.cpuMillis) * Double(free.cpuMillis) / (Double(whole.cpuMillis) * Double(whole.cpuMillis))
+        }
+        if whole.memoryBytes > 0 {
+            a +=
+                Double(r.memoryBytes) * Double(free.memoryBytes)
+                / (Double(whole.memoryBytes) * Double(whole.memoryBytes))
+        }
+        if whole.gpuCount > 0 {
+            a += Double(r.gpuCount) * Double(free.gpuCount) / (Double(whole.gpuCount) * Double(whole.gpuCount))
+        }
+        return a
+    }
+
+    /// The largest fraction of `whole`'s CPU, memory or GPUs that `r` takes.
+    static func share(_ r: Resources, of whole: Resources) -> Double {
+        var s = 0.0
+        if whole.cpuMillis > 0 { s = max(s, Double(r.cpuMillis) / Double(whole.cpuMillis)) }
+        if whole.memoryBytes > 0 { s = max(s, Double(r.memoryBytes) / Double(whole.memoryBytes)) }
+        if whole.gpuCount > 0 { s = max(s, Double(r.gpuCount) / Double(whole.gpuCount)) }
+        return s
+    }
+
+    private func entry(_ c: Candidate) -> (Offer, Bool) {
+        guard case .offer(let o, let spot) = c else { preconditionFailure("markets hold offers only") }
+        return (o, spot)
+    }
+}
+
+/// Workloads that are alike for packing: the same resources and the same markets.
+private struct TypeKey: Hashable {
+    var resources: Resources
+    var markets: [Int]
+}
+
+/// One kind of workload in a batch and the workloads of that kind, in input order.
+private struct WorkloadType {
+    var resources: Resources
+    var markets: [Int]
+    var allowed: Set<Int>
+    var value: Double
+    var members: [Int]
+}

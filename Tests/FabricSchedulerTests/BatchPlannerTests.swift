@@ -1,0 +1,122 @@
+import FabricCore
+import FabricProviders
+import Foundation
+import Testing
+
+@testable import FabricScheduler
+
+struct BatchPlannerTests {
+    static let small = offer("aws", "r1", "small", cpu: 2, memGi: 4, price: 0.10)
+    static let big = offer("aws", "r1", "big", cpu: 8, memGi: 16, price: 0.25)
+
+    @Test func smallWorkloadsShareOneBiggerMachine() {
+        let snapshot = PlacementSnapshot(nodes: [], offers: [Self.small, Self.big], enabledProviders: ["aws"])
+        let plan = BatchPlanner().plan(snapshot, Array(repeating: spec(cpu: 2000, memGi: 2), count: 4))
+        // One each would be 4 x 0.10; one big machine holds all four for 0.25.
+        #expect(plan.machines.count == 1)
+        #expect(plan.machines.first?.offer.machineType == "big")
+        #expect(plan.newMachinesPerHour == 0.25)
+        #expect(plan.machines.first?.workloads.sorted() == [0, 1, 2, 3])
+        #expect(plan.machines.first?.free == Resources(cpuMillis: 0, memoryBytes: 8 << 30))
+    }
+
+    @Test func aLoneWorkloadGetsTheCheapestMachineThatFits() {
+        let snapshot = PlacementSnapshot(nodes: [], offers: [Self.small, Self.big], enabledProviders: ["aws"])
+        let plan = BatchPlanner().plan(snapshot, [spec(cpu: 1000, memGi: 1)])
+        #expect(plan.machines.map(\.offer.machineType) == ["small"])
+        #expect(plan.placement(of: 0)?.pricePerHour == 0.10)
+    }
+
+    @Test func freeNodesComeFirstAndUnplaceableOnesSayWhy() {
+        let snapshot = PlacementSnapshot(
+            nodes: [.node("n1", cpu: 4, memGi: 8)], offers: [Self.small], enabledProviders: ["aws"])
+        let plan = BatchPlanner().plan(
+            snapshot, [spec(cpu: 2000, memGi: 2), spec(cpu: 2000, memGi: 2), spec(cpu: 2000, memGi: 2), spec(gpus: 1)])
+        #expect(plan.onNodes[0]?.node == "n1")
+        #expect(plan.onNodes[1]?.node == "n1")
+        #expect(plan.machines.map(\.workloads) == [[2]])
+        #expect(plan.unplaced[3]?[Reason.insufficientGPU] != nil)
+    }
+
+    /// Random batches over the bundled catalog: every workload placed once or explained, no machine over-filled,
+    /// every workload on a market it may use, and never dearer than one machine each.
+    @Test(arguments: [11, 12, 13, 14] as [UInt64])
+    func plansAreSoundAndNeverDearerThanOneMachineEach(seed: UInt64) {
+        var r = RandomFleet(seed: seed)
+        let offers = OfferCatalog.bundled.offers
+        let snapshot = PlacementSnapshot(
+            nodes: (0..<10).map { r.node($0) }, offers: offers, enabledProviders: ["aws", "gcp", "runpod", "coreweave"])
+        let workloads = (0..<300).map { _ in r.workload() }
+        let plan = BatchPlanner().plan(snapshot, workloads)
+        let stack = PlacementStack()
+        var seen = Set<Int>()
+        for m in plan.machines {
+            var need = Resources.zero
+            for i in m.workloads {
+                #expect(seen.insert(i).inserted, "workload \(i) placed twice")
+                need = need.adding(workloads[i].resources)
+                // The machine's market must be one select finds feasible for the workload on its own.
+                let alone = PlacementSnapshot(nodes: [], offers: [m.offer], enabledProviders: snapshot.enabledProviders)
+                let ok = stack.select(alone, workloads[i]).candidates.contains { $0.feasible && $0.spot == m.spot }
+                #expect(ok, "workload \(i) on \(m.offer.machineType) spot=\(m.spot)")
+            }
+            #expect(m.offer.resources.fits(need), "\(m.offer.machineType) over-filled")
+            #expect(m.free == m.offer.resources.subtracting(need))
+        }
+        for i in plan.onNodes.keys { #expect(seen.insert(i).inserted) }
+        for i in plan.unplaced.keys { #expect(seen.insert(i).inserted) }
+        #expect(seen == Set(workloads.indices))
+
+        // Never dearer than buying each workload its own cheapest machine.
+        let byItself = PlacementSnapshot(nodes: [], offers: offers, enabledProviders: snapshot.enabledProviders)
+        let packed = plan.machines.flatMap(\.workloads)
+        let each = packed.reduce(0.0) { $0 + (stack.select(byItself, workloads[$1]).placement?.pricePerHour ?? 0) }
+        #expect(plan.newMachinesPerHour <= each + 1e-9)
+        #expect(plan.newMachinesPerHour < each, "sharing machines should save something on 300 workloads")
+    }
+
+    @Test func samePlanForTheSameInput() {
+        var r = RandomFleet(seed: 5)
+        let snapshot = PlacementSnapshot(
+            nodes: [], offers: OfferCatalog.bundled.offers, enabledProviders: ["aws", "gcp", "runpod"])
+        let workloads = (0..<100).map { _ in r.workload() }
+        #expect(BatchPlanner().plan(snapshot, workloads) == BatchPlanner().plan(snapshot, workloads))
+    }
+
+    /// The independent checker (scripts/cost-bound, HiGHS) on batches whose bound is known by hand.
+    @Test func theLPCheckerFindsKnownBounds() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let python = root.appendingPathComponent(".venv/bin/python").path
+        try #require(
+            FileManager.default.isExecutableFile(atPath: python), "run scripts/bootstrap: it installs highspy in .venv")
+        // Three 1-CPU workloads, machines of 2 CPUs at $1: the LP may buy 1.5 machines. One 1-CPU workload on a
+        // 4-CPU machine at $2 must buy a whole one (the x <= y cut).
+        let batches = """
+            {"name":"three-halves","planCostPerHour":2,"markets":[{"key":"a","price":1,"cpu":2000,"memory":100,"gpu":0}],\
+            "workloads":[{"cpu":1000,"memory":1,"gpu":0,"markets":[0]},{"cpu":1000,"memory":1,"gpu":0,"markets":[0]},\
+            {"cpu":1000,"memory":1,"gpu":0,"markets":[0]}]}
+            {"name":"whole","planCostPerHour":2,"markets":[{"key":"b","price":2,"cpu":4000,"memory":100,"gpu":0}],\
+            "workloads":[{"cpu":1000,"memory":1,"gpu":0,"markets":[0]}]}
+
+            """
+        let input = FileManager.default.temporaryDirectory.appendingPathComponent("cost-bound-\(getpid()).jsonl")
+        try batches.write(to: input, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: input) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: python)
+        p.arguments = [root.appendingPathComponent("scripts/cost-bound").path, "--max-ratio", "1.2", input.path]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let rows = text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+        let three = try #require(rows.first { $0.first == "three-halves" })
+        let whole = try #require(rows.first { $0.first == "whole" })
+        #expect(three[3] == "1.50" && three[4] == "1.3333" && three.last == "OVER")
+        #expect(whole[3] == "2.00" && whole[4] == "1.0000")
+    }
+}
