@@ -143,6 +143,29 @@ public struct Placement: Sendable, Hashable, Codable {
     }
 }
 
+/// The provider instance (a machine or a pod) made for a workload placed on an offer.
+///
+/// Its `name` is stored before the provider is called and is the call's idempotency key, so a weaver that crashes
+/// between the call and storing the answer asks again with the same name after restart and gets the same instance.
+public struct InstanceRef: Sendable, Hashable, Codable {
+    public var name: String
+    public var provider: String
+    public var region: String
+    public var machineType: String
+    public var spot: Bool
+    /// The provider's ID, once it answered.
+    public var id: String?
+
+    public init(name: String, provider: String, region: String, machineType: String, spot: Bool, id: String? = nil) {
+        self.name = name
+        self.provider = provider
+        self.region = region
+        self.machineType = machineType
+        self.spot = spot
+        self.id = id
+    }
+}
+
 /// A workload's observed state.
 public struct WorkloadStatus: Sendable, Hashable, Codable {
     public var phase: Phase
@@ -159,6 +182,8 @@ public struct WorkloadStatus: Sendable, Hashable, Codable {
     public var pendingReasons: [String: Int]?
     public var startedAt: Timestamp?
     public var finishedAt: Timestamp?
+    /// The provider instance made for it, when it was placed on an offer.
+    public var instance: InstanceRef?
 
     public init(phase: Phase, reason: String, message: String? = nil) {
         self.phase = phase

@@ -125,11 +125,15 @@ public struct Instance: Sendable, Hashable, Codable {
     /// An address shuttle or the workload can be reached at, once known.
     public var address: String?
     public var labels: [String: String]
+    /// How the workload ended, for providers that run it directly (a pod's container exit code).
+    public var exitCode: Int32?
 
     public init(
         id: String, name: String, provider: String, region: String, machineType: String, spot: Bool,
-        state: InstanceState, stateReason: String? = nil, address: String? = nil, labels: [String: String] = [:]
+        state: InstanceState, stateReason: String? = nil, address: String? = nil, labels: [String: String] = [:],
+        exitCode: Int32? = nil
     ) {
+        self.exitCode = exitCode
         self.id = id
         self.name = name
         self.provider = provider

@@ -1,6 +1,7 @@
 import FabricActors
 import FabricCore
 import FabricLog
+import FabricProviders
 import FabricRuntime
 import FabricScheduler
 import FabricStore
@@ -36,6 +37,19 @@ public struct WorkloadServiceOptions: Sendable {
     public var nodeTiming = NodeLifecycle.Timing()
     /// The token nodes must present to register (`cluster.join_token`); empty accepts any (single-process mode).
     public var joinToken = ""
+    /// How long an offer that failed with a capacity or quota error is skipped.
+    public var offerUnavailableFor: Duration = .seconds(300)
+    /// Retries of one provider call that was throttled or failed transiently, before the offer is skipped.
+    public var providerRetriesMax = 4
+    /// First wait between those retries (doubled each time, capped at `providerRetryMax`) when no Retry-After came.
+    public var providerRetryBase: Duration = .seconds(1)
+    public var providerRetryMax: Duration = .seconds(30)
+    /// How often instances made for workloads are checked with their providers.
+    public var instancePollInterval: Duration = .seconds(5)
+    /// A workload still provisioning after this is given up there: its instance is deleted and it is placed again.
+    public var provisioningTimeout: Duration = .seconds(900)
+    /// How often every provider's list of Fabric-owned instances is reconciled with the store.
+    public var reconcileInterval: Duration = .seconds(60)
 
     public init() {}
 }
@@ -113,6 +127,13 @@ public actor WorkloadService {
     /// Workloads that just reached a final phase, kept until that write is stored, so reads see it at once.
     var finishing: [String: Workload] = [:]
 
+    /// Provider drivers by name: workloads placed on their offers get an instance there.
+    let providers: [String: any Provider]
+    /// Offers skipped until the time given (capacity or quota errors, preemptions).
+    var unavailableUntil: [OfferKey: Timestamp] = [:]
+    var instancePollTask: Task<Void, Never>?
+    var reconcileTask: Task<Void, Never>?
+
     var passRunning = false
     var passRequested = false
     var placementsTotal = 0
@@ -125,8 +146,10 @@ public actor WorkloadService {
         store: any StateStore, clock: any WallClock, ids: any IDGenerator, logger: Logger,
         options: WorkloadServiceOptions = .init(), stack: PlacementStack = PlacementStack(),
         offerView: @escaping @Sendable () -> OfferView = { OfferView(offers: [], enabledProviders: []) },
-        events: (any EventPublisher)? = nil, linkUp: @escaping @Sendable () -> Bool = { true }
+        events: (any EventPublisher)? = nil, linkUp: @escaping @Sendable () -> Bool = { true },
+        providers: [any Provider] = []
     ) {
+        self.providers = Dictionary(providers.map { ($0.name.rawValue, $0) }, uniquingKeysWith: { a, _ in a })
         self.lifecycle = NodeLifecycle(timing: options.nodeTiming)
         self.linkUp = linkUp
         self.events = events
@@ -163,6 +186,14 @@ public actor WorkloadService {
                 enqueuePending(w.id)
             case .lost, .preempted:
                 applyRestartPolicy(w.id, succeeded: false, reason: "Lost", message: w.status.message)
+            case .provisioning where w.status.instance != nil:
+                // Its instance may exist (the call went out before the crash): ask again under the same name.
+                resumeProvisioning(w.id)
+            case .starting where w.status.instance != nil && w.status.node == nil,
+                .running where w.status.instance != nil && w.status.node == nil:
+                break  // runs on its provider's instance: the instance watcher picks it up
+            case .terminating where w.status.instance != nil && w.status.node == nil:
+                terminateInstanceThenFinish(w.id)
             case .scheduled, .provisioning:
                 // Never handed to a node (its `starting` was not stored): place it again.
                 transition(w.id, to: .pending, reason: "Rescheduled", message: "not started before restart") {
@@ -204,6 +235,7 @@ public actor WorkloadService {
                 await self?.nodeTick()
             }
         }
+        startProvisioningLoops()
         schedulePass()
     }
 
@@ -211,6 +243,8 @@ public actor WorkloadService {
     public func shutdown() async {
         tickTask?.cancel()
         nodeTickTask?.cancel()
+        instancePollTask?.cancel()
+        reconcileTask?.cancel()
         persist.finish()
         for _ in 0..<100 where persist.backlog > 0 { try? await Task.sleep(for: .milliseconds(20)) }
     }
@@ -236,7 +270,7 @@ public actor WorkloadService {
             id: ids.next(prefix: "wl"), spec: spec,
             status: WorkloadStatus(phase: .pending, reason: "Created", message: "waiting to be placed"), createdAt: now)
         // Judge it now: one that fits nowhere is stored with its reasons in one write instead of two.
-        let decision = stack.select(PlacementSnapshot(nodes: sortedNodes, includeOffers: false), spec)
+        let decision = stack.select(placementSnapshot(now: now, nodes: sortedNodes), spec)
         if decision.placement == nil {
             w.status.pendingReasons = decision.filtered
             w.status.reason = "NoFeasibleCandidate"
@@ -315,7 +349,14 @@ public actor WorkloadService {
             break
         default:
             transition(id, to: .terminating, reason: "DeleteRequested", message: "stopping (SIGTERM, then SIGKILL)")
-            if let node = w.status.node { stopLater(id, nodeID: node) } else { finishDeletion(id, status: nil) }
+            if let node = w.status.node {
+                stopLater(id, nodeID: node)
+            } else if let ref = w.status.instance {
+                // Provisioning: the answer deletes it when it comes (`provisioned`); otherwise delete it now.
+                if w.phase != .provisioning || ref.id != nil { terminateInstanceThenFinish(id) }
+            } else {
+                finishDeletion(id, status: nil)
+            }
         }
         return try await get(id)
     }
@@ -403,8 +444,7 @@ public actor WorkloadService {
             // One index per pass: each placement is found fast and charged to it; `select` runs only to explain
             // a workload that fits nowhere (its reasons).
             var index = PlacementIndex(
-                snapshot: PlacementSnapshot(nodes: Array(nodes.values), includeOffers: false),
-                costModel: stack.costModel)
+                snapshot: placementSnapshot(now: now, nodes: Array(nodes.values)), costModel: stack.costModel)
             var explain: PlacementSnapshot? = nil  // index.snapshot, made once per change
             for id in judge {
                 guard pendingSet.contains(id), let w = active[id], w.phase == .pending else { continue }
@@ -412,7 +452,14 @@ public actor WorkloadService {
                     fresh.append(id)  // judged again on later passes until its backoff ends
                     continue
                 }
-                guard let placement = index.place(w.spec), let nodeID = placement.node else {
+                let placed = index.place(w.spec)
+                if let placement = placed, placement.node == nil {
+                    retryAfter[id] = nil
+                    pendingSet.remove(id)
+                    beginProvisioning(id, placement)
+                    continue
+                }
+                guard let placement = placed, let nodeID = placement.node else {
                     if explain == nil { explain = index.snapshot }
                     let d = stack.select(explain!, w.spec)
                     if w.status.pendingReasons != d.filtered {

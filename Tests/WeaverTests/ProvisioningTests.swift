@@ -1,0 +1,278 @@
+import FabricCore
+import FabricLog
+import FabricProviders
+import FabricStore
+import Foundation
+import Synchronization
+import Testing
+
+@testable import Weaver
+
+/// A stateful in-memory cloud: instances by name (provision is idempotent by name, as the real drivers are),
+/// scripted errors per market, and a gate that holds `provision` after the instance exists (a crash window).
+actor MemoryCloud: Provider {
+    nonisolated let name: ProviderName
+    let catalog: [Offer]
+    var instances: [String: Instance] = [:]
+    var created = 0
+    var terminated: [String] = []
+    /// Errors `provision` throws, in order, per "region/machineType/spot".
+    var script: [String: [ProviderError]] = [:]
+    var holdProvision = false
+    var provisionCalls = 0
+
+    init(_ name: ProviderName, offers: [Offer]) {
+        self.name = name
+        self.catalog = offers
+    }
+
+    func fail(
+        _ region: String, _ type: String, spot: Bool = false, with errors: [ProviderErrorKind],
+        retryAfter: Duration? = nil
+    ) {
+        script["\(region)/\(type)/\(spot)", default: []] += errors.map {
+            ProviderError(
+                $0, provider: name.rawValue, code: "Scripted", "scripted \($0.rawValue)", retryAfter: retryAfter)
+        }
+    }
+    func hold(_ on: Bool) { holdProvision = on }
+    func set(_ instance: String, _ state: InstanceState, exitCode: Int32? = nil) {
+        instances[instance]?.state = state
+        instances[instance]?.exitCode = exitCode
+    }
+    func drop(_ instance: String) { instances[instance] = nil }
+    func plant(_ instance: Instance) { instances[instance.name] = instance }
+    var live: [Instance] { instances.values.filter { $0.state != .terminated }.sorted { $0.name < $1.name } }
+
+    func offers() async throws -> OfferList {
+        OfferList(offers: catalog, origin: "catalog", asOf: Timestamp(millisecondsSinceEpoch: 0))
+    }
+
+    func provision(_ r: InstanceRequest) async throws -> Instance {
+        provisionCalls += 1
+        if let existing = instances[r.name] { return existing }
+        let key = "\(r.region)/\(r.machineType)/\(r.spot)"
+        if var errors = script[key], !errors.isEmpty {
+            let e = errors.removeFirst()
+            script[key] = errors
+            throw e
+        }
+        created += 1
+        let i = Instance(
+            id: "id-\(created)", name: r.name, provider: name.rawValue, region: r.region, machineType: r.machineType,
+            spot: r.spot, state: .pending, labels: r.labels)
+        instances[r.name] = i
+        while holdProvision { try await Task.sleep(for: .milliseconds(5)) }
+        return i
+    }
+
+    func status(name: String, region: String) async throws -> Instance? { instances[name] }
+
+    func terminate(name: String, region: String) async throws {
+        terminated.append(name)
+        instances[name]?.state = .terminated
+    }
+
+    func list() async throws -> [Instance] { Array(instances.values) }
+}
+
+func cpuOffer(_ provider: String, _ region: String, _ type: String, _ price: Double, spot: Double? = nil) -> Offer {
+    Offer(
+        provider: provider, region: region, machineType: type, vcpus: 4, memoryGiB: 16, gpuModel: nil, gpuCount: 0,
+        gpuMemoryGiB: nil, onDemandPerHour: price, spotPerHour: spot, source: "test", asOf: "2026-01-01")
+}
+
+/// The workload service with provider drivers and no node: every workload needs a new instance.
+struct ProvisioningHarness {
+    let dir: String
+    let store: SQLiteStore
+    let service: WorkloadService
+    let sink = MemorySink()
+    let clouds: [MemoryCloud]
+
+    init(_ clouds: [MemoryCloud], dir: String? = nil) async throws {
+        self.dir = dir ?? NSTemporaryDirectory() + "fabric-prov-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: self.dir, withIntermediateDirectories: true)
+        store = try await SQLiteStore(path: self.dir + "/fabric.db")
+        self.clouds = clouds
+        var options = WorkloadServiceOptions()
+        options.retryInterval = .milliseconds(50)
+        options.persistLanes = 1
+        options.providerRetryBase = .milliseconds(5)
+        options.instancePollInterval = .milliseconds(20)
+        options.reconcileInterval = .milliseconds(100)
+        var offers: [Offer] = []
+        for c in clouds { offers += c.catalog }
+        let view = OfferView(offers: offers, enabledProviders: Set(clouds.map(\.name.rawValue)))
+        service = WorkloadService(
+            store: store, clock: ManualClock(), ids: SeededIDGenerator(seed: 11),
+            logger: Logger(component: "test", level: .debug, sink: sink), options: options, offerView: { view },
+            providers: clouds)
+        try await service.start()
+    }
+
+    func spec(_ name: String, image: String = "img:1", spot: SpotPolicy = .never, restart: RestartPolicy = .never)
+        -> WorkloadSpec
+    {
+        WorkloadSpec(
+            name: name, image: image, resources: Resources(cpuMillis: 1000, memoryBytes: 1 << 30),
+            placement: PlacementConstraints(spot: spot), restartPolicy: restart)
+    }
+
+    /// Polls until the workload satisfies `ok` (or 10 s pass) and returns it.
+    func wait(_ id: String, _ what: String, _ ok: (Workload) -> Bool) async throws -> Workload {
+        for _ in 0..<1000 {
+            let w = try await service.get(id)
+            if ok(w) { return w }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let w = try await service.get(id)
+        Issue.record("\(id) never got \(what): \(w.phase) \(w.status.reason) \(w.status.message ?? "")")
+        return w
+    }
+
+    func events(_ id: String) async throws -> [String] {
+        try await store.events(workloadID: id, afterSeq: 0, limit: 100).map { "\($0.to.rawValue):\($0.reason)" }
+    }
+}
+
+@Suite(.serialized) struct ProvisioningTests {
+    @Test func theCheapestOfferIsProvisionedAndItsInstanceRunsTheWorkload() async throws {
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "r1", "big", 0.40), cpuOffer("aws", "r1", "small", 0.20)])
+        let h = try await ProvisioningHarness([aws])
+        let w = try await h.service.submit(h.spec("job"))
+        let p = try await h.wait(w.id, "an instance") { $0.status.instance?.id != nil }
+        #expect(p.status.placement?.machineType == "small")
+        #expect(p.status.instance?.name == WorkloadService.instanceName(w.id, version: 3))
+        #expect(await aws.created == 1)
+        await aws.set(p.status.instance!.name, .running)
+        _ = try await h.wait(w.id, "running") { $0.phase == .running }
+        await aws.set(p.status.instance!.name, .terminated, exitCode: 0)
+        let done = try await h.wait(w.id, "succeeded") { $0.phase == .succeeded }
+        #expect(done.status.exitCode == 0)
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(await aws.terminated.contains(p.status.instance!.name))
+        #expect(
+            try await h.events(w.id) == [
+                "pending:Created", "scheduled:Scheduled", "provisioning:Provisioning", "starting:Starting",
+                "running:Started", "succeeded:Exited",
+            ])
+        await h.service.shutdown()
+    }
+
+    @Test func capacityAndQuotaErrorsFailOverAcrossThreeProviders() async throws {
+        let runpod = MemoryCloud(.runpod, offers: [cpuOffer("runpod", "US-TX-3", "cpu", 0.10)])
+        let coreweave = MemoryCloud(.coreweave, offers: [cpuOffer("coreweave", "LGA1", "cpu", 0.15)])
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "us-east-1", "m7i", 0.30)])
+        await runpod.fail("US-TX-3", "cpu", with: [.capacityUnavailable])
+        await coreweave.fail("LGA1", "cpu", with: [.quotaExceeded])
+        let h = try await ProvisioningHarness([runpod, coreweave, aws])
+        let w = try await h.service.submit(h.spec("job"))
+        let p = try await h.wait(w.id, "an instance") { $0.status.instance?.id != nil }
+        #expect(p.status.instance?.provider == "aws")
+        #expect(await runpod.created == 0)
+        #expect(await coreweave.created == 0)
+        #expect(await aws.created == 1)
+        let events = try await h.events(w.id)
+        #expect(events.filter { $0 == "provisioning:Provisioning" }.count == 3)
+        #expect(events.contains("pending:CapacityUnavailable") && events.contains("pending:QuotaExceeded"))
+        // Another workload now skips both refusing offers at once.
+        let w2 = try await h.service.submit(h.spec("job2"))
+        let p2 = try await h.wait(w2.id, "an instance") { $0.status.instance?.id != nil }
+        #expect(p2.status.instance?.provider == "aws")
+        #expect(try await h.events(w2.id).filter { $0 == "provisioning:Provisioning" }.count == 1)
+        await h.service.shutdown()
+    }
+
+    @Test func throttlingIsRetriedOnTheSameOffer() async throws {
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "r1", "m", 0.2), cpuOffer("aws", "r1", "n", 0.3)])
+        await aws.fail("r1", "m", with: [.rateLimited, .transient], retryAfter: .milliseconds(20))
+        let h = try await ProvisioningHarness([aws])
+        let w = try await h.service.submit(h.spec("job"))
+        let p = try await h.wait(w.id, "an instance") { $0.status.instance?.id != nil }
+        #expect(p.status.instance?.machineType == "m")
+        #expect(await aws.provisionCalls == 3)
+        #expect(await aws.created == 1)
+        await h.service.shutdown()
+    }
+
+    @Test func aPreemptedSpotWorkloadIsPlacedAgainInAnotherRegion() async throws {
+        let aws = MemoryCloud(
+            .aws, offers: [cpuOffer("aws", "r1", "m", 0.5, spot: 0.1), cpuOffer("aws", "r2", "m", 0.6, spot: 0.2)])
+        let h = try await ProvisioningHarness([aws])
+        let w = try await h.service.submit(h.spec("job", spot: .required))
+        let first = try await h.wait(w.id, "an instance") { $0.status.instance?.id != nil }
+        #expect(first.status.instance?.region == "r1")
+        await aws.set(first.status.instance!.name, .running)
+        _ = try await h.wait(w.id, "running") { $0.phase == .running }
+        await aws.set(first.status.instance!.name, .preempted)
+        let second = try await h.wait(w.id, "a second instance") {
+            $0.status.instance?.id != nil && $0.status.instance?.name != first.status.instance?.name
+        }
+        #expect(second.status.instance?.region == "r2")
+        #expect(second.status.instance?.spot == true)
+        #expect(try await h.events(w.id).contains("preempted:Preempted"))
+        await h.service.shutdown()
+    }
+
+    @Test func deleteTerminatesTheInstance() async throws {
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "r1", "m", 0.2)])
+        let h = try await ProvisioningHarness([aws])
+        let w = try await h.service.submit(h.spec("job"))
+        let p = try await h.wait(w.id, "an instance") { $0.status.instance?.id != nil }
+        await aws.set(p.status.instance!.name, .running)
+        _ = try await h.wait(w.id, "running") { $0.phase == .running }
+        _ = try await h.service.delete(w.id)
+        _ = try await h.wait(w.id, "deleted") { $0.phase == .deleted }
+        #expect(await aws.terminated == [p.status.instance!.name])
+        await h.service.shutdown()
+    }
+
+    @Test func theReconcilerDeletesOrphansAndLosesVanishedInstances() async throws {
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "r1", "m", 0.2)])
+        await aws.plant(
+            Instance(
+                id: "id-x", name: "fabric-orphan", provider: "aws", region: "r1", machineType: "m", spot: false,
+                state: .running))
+        let h = try await ProvisioningHarness([aws])
+        let w = try await h.service.submit(h.spec("job", restart: .onFailure))
+        let p = try await h.wait(w.id, "an instance") { $0.status.instance?.id != nil }
+        await aws.set(p.status.instance!.name, .running)
+        _ = try await h.wait(w.id, "running") { $0.phase == .running }
+        for _ in 0..<200 where !(await aws.terminated.contains("fabric-orphan")) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(await aws.terminated.contains("fabric-orphan"))
+        #expect(await !aws.terminated.contains(p.status.instance!.name))
+        // The provider loses the workload's instance: lost, then placed again on a new one.
+        await aws.drop(p.status.instance!.name)
+        let again = try await h.wait(w.id, "a new instance") {
+            $0.status.instance?.id != nil && $0.status.instance?.name != p.status.instance?.name
+        }
+        #expect(again.phase == .provisioning)
+        #expect(try await h.events(w.id).contains("lost:Lost"))
+        await h.service.shutdown()
+    }
+
+    /// weaver dies after the provider made the instance but before the answer was stored: after a restart the
+    /// same name is asked for again, and there is exactly one instance.
+    @Test func aCrashBetweenProvisionAndCommitMakesOneInstance() async throws {
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "r1", "m", 0.2)])
+        await aws.hold(true)
+        let first = try await ProvisioningHarness([aws])
+        let w = try await first.service.submit(first.spec("job"))
+        for _ in 0..<500 where await aws.created == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await aws.created == 1)
+        let stored = try #require(try await first.store.workload(id: w.id))
+        #expect(stored.phase == .provisioning)
+        #expect(stored.status.instance?.id == nil)  // the answer never reached the store
+        // "Restart": a new service on the same store; the first one never hears back.
+        await aws.hold(false)
+        let second = try await ProvisioningHarness([aws], dir: first.dir)
+        let p = try await second.wait(w.id, "an instance") { $0.status.instance?.id != nil }
+        #expect(p.status.instance?.name == stored.status.instance?.name)
+        #expect(await aws.created == 1)
+        #expect(await aws.live.count == 1)
+        await second.service.shutdown()
+    }
+}
