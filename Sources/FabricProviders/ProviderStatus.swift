@@ -22,6 +22,8 @@ public struct ProviderStatus: Sendable, Hashable, Codable {
     public var catalogAsOf: String?
     /// Whole days from `catalogAsOf` to `now`; nil without rows.
     public var catalogAgeDays: Int?
+    /// When live prices were last read from the provider's API; nil when only the catalog's are known.
+    public var livePricesAt: Timestamp?
 
     public init(
         name: ProviderName, enabled: Bool, health: String, offerCount: Int, catalogAsOf: String?,

@@ -55,12 +55,12 @@ struct WeaverAPI: Sendable {
         r.get("/v1/providers") { _ in try .json(ProviderListDocument(providers: providers.statuses())) }
         r.get("/v1/providers/:name/regions") { req in
             let p = try providers.provider(try req.parameter("name"))
-            return try .json(RegionListDocument(provider: p.rawValue, regions: providers.catalog.regions(provider: p)))
+            return try .json(RegionListDocument(provider: p.rawValue, regions: providers.regions(p)))
         }
         r.get("/v1/providers/:name/machine-types") { req in
             let p = try providers.provider(try req.parameter("name"))
             let region = req.query["region"]
-            let types = providers.catalog.machineTypes(provider: p, region: region)
+            let types = providers.machineTypes(p, region: region)
             return try .json(MachineTypeListDocument(provider: p.rawValue, region: region, machineTypes: types))
         }
         r.get("/v1/nodes") { _ in try .json(NodeListDocument(nodes: await service.listNodes())) }
@@ -180,11 +180,11 @@ struct ProviderListDocument: Encodable {
 
 struct RegionListDocument: Encodable {
     var provider: String
-    var regions: [RegionSummary]
+    var regions: [PricedRegion]
 }
 
 struct MachineTypeListDocument: Encodable {
     var provider: String
     var region: String?
-    var machineTypes: [Offer]
+    var machineTypes: [PricedOffer]
 }

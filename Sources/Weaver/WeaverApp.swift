@@ -36,6 +36,8 @@ public final class WeaverApp: Sendable {
     let logger: Logger
     /// The actor system nodes reach weaver on, the control-plane actor, and the embedded node (if any).
     public let cluster: Cluster
+    /// Reads live offers from the provider drivers now and then (nil without drivers).
+    let offersRefresh: Task<Void, Never>?
 
     /// What keeps the node protocol alive.
     public struct Cluster: Sendable {
@@ -46,9 +48,10 @@ public final class WeaverApp: Sendable {
 
     init(
         settings: Settings, service: WorkloadService, store: any StateStore, server: HTTPServer, router: Router,
-        logger: Logger, cluster: Cluster
+        logger: Logger, cluster: Cluster, offersRefresh: Task<Void, Never>? = nil
     ) {
         self.cluster = cluster
+        self.offersRefresh = offersRefresh
         self.settings = settings
         self.service = service
         self.store = store
@@ -92,8 +95,9 @@ public final class WeaverApp: Sendable {
         do { catalog = try OfferCatalog.active(file: settings.catalog.file) } catch {
             throw FabricError(.invalidArgument, "catalog.file: \(error.message)", field: "catalog.file")
         }
+        let drivers = try providerDrivers(settings.providers, logger: logger.with(component: "providers"))
         let providers = ProviderService(
-            catalog: catalog, entries: providerEntries(settings.providers), clock: clock)
+            catalog: catalog, entries: providerEntries(settings.providers), clock: clock, drivers: drivers)
 
         var options = WorkloadServiceOptions()
         options.retryInterval = settings.scheduler.retryInterval
@@ -140,7 +144,7 @@ public final class WeaverApp: Sendable {
         }
         let service = WorkloadService(
             store: store, clock: clock, ids: idGenerator, logger: logger.with(component: "workloads"),
-            options: options, offerView: { providers.offerView }, events: events, linkUp: linkUp)
+            options: options, offerView: { providers.offerView }, events: events, linkUp: linkUp, providers: drivers)
         let control = try ControlPlane.serve(registry: service, on: system)
         try await system.flush()
         try await service.start()
@@ -194,7 +198,8 @@ public final class WeaverApp: Sendable {
             })
         return WeaverApp(
             settings: settings, service: service, store: store, server: server, router: router, logger: logger,
-            cluster: Cluster(system: system, control: control, embedded: embedded))
+            cluster: Cluster(system: system, control: control, embedded: embedded),
+            offersRefresh: refreshOffers(providers, logger: logger.with(component: "providers")))
     }
 
     /// Serves until SIGINT or SIGTERM, then stops accepting, finishes in-flight requests, flushes the store.
@@ -205,12 +210,35 @@ public final class WeaverApp: Sendable {
         await Self.waitForTerminationSignal()
         logger.info("shutting down; running workloads keep running and are adopted at the next start")
         await server.shutdown()
+        offersRefresh?.cancel()
         await cluster.embedded?.stop()
         await service.shutdown()
         await cluster.embedded?.system.shutdown()
         await cluster.system.shutdown()
         await store.close()
         logger.info("stopped")
+    }
+
+    /// The drivers of the enabled providers that have credentials: workloads may be placed on their offers.
+    static func providerDrivers(_ p: Settings.Providers, logger: Logger) throws -> [any Provider] {
+        []
+    }
+
+    /// How often live offers are read from the drivers.
+    static let offersRefreshInterval: Duration = .seconds(600)
+
+    /// Reads live offers now and then, logging what fails (the previous offers stay in use).
+    static func refreshOffers(_ providers: ProviderService, logger: Logger) -> Task<Void, Never>? {
+        guard !providers.drivers.isEmpty else { return nil }
+        return Task {
+            while !Task.isCancelled {
+                for (name, error) in await providers.refreshOffers() {
+                    logger.warn(
+                        "live offers not read; keeping the last ones", ["provider": name.rawValue, "error": "\(error)"])
+                }
+                try? await Task.sleep(for: offersRefreshInterval)
+            }
+        }
     }
 
     static func providerEntries(_ p: Settings.Providers) -> [ProviderService.Entry] {

@@ -44,8 +44,17 @@ actor MemoryCloud: Provider {
     func plant(_ instance: Instance) { instances[instance.name] = instance }
     var live: [Instance] { instances.values.filter { $0.state != .terminated }.sorted { $0.name < $1.name } }
 
+    /// Offers the "API" reports (nil: the driver falls back to the catalog).
+    var liveOffers: [Offer]? = nil
+    var liveAt = Timestamp(millisecondsSinceEpoch: 0)
+    func report(_ offers: [Offer]?, at: Timestamp) {
+        liveOffers = offers
+        liveAt = at
+    }
+
     func offers() async throws -> OfferList {
-        OfferList(offers: catalog, origin: "catalog", asOf: Timestamp(millisecondsSinceEpoch: 0))
+        if let liveOffers { return OfferList(offers: liveOffers, origin: "live", asOf: liveAt) }
+        return OfferList(offers: catalog, origin: "catalog", asOf: Timestamp(millisecondsSinceEpoch: 0))
     }
 
     func provision(_ r: InstanceRequest) async throws -> Instance {
@@ -274,5 +283,53 @@ struct ProvisioningHarness {
         #expect(await aws.created == 1)
         #expect(await aws.live.count == 1)
         await second.service.shutdown()
+    }
+}
+
+struct LiveOffersTests {
+    @Test func liveOffersReplaceCatalogRowsAndShowTheirAge() async throws {
+        let day: Int64 = 86_400_000
+        let clock = ManualClock(Timestamp(millisecondsSinceEpoch: 1_767_225_600_000 + day))  // 2026-01-02
+        var small = cpuOffer("aws", "r1", "small", 0.20)
+        let big = cpuOffer("aws", "r1", "big", 0.40)
+        let catalog = OfferCatalog(origin: "test", offers: [small, big, cpuOffer("gcp", "g1", "n", 0.1)])
+        let aws = MemoryCloud(.aws, offers: [])
+        small.onDemandPerHour = 0.15
+        small.source = ProviderService.liveOrigin
+        var extra = cpuOffer("aws", "r2", "new", 0.30)
+        extra.source = ProviderService.liveOrigin
+        await aws.report([small, extra], at: clock.now().adding(.seconds(-90)))
+        let service = ProviderService(
+            catalog: catalog,
+            entries: [
+                .init(name: .aws, enabled: true, hasCredentials: true),
+                .init(name: .gcp, enabled: true, hasCredentials: false),
+            ],
+            clock: clock, drivers: [aws])
+        #expect(service.machineTypes(.aws, region: nil).map(\.priceSource) == ["catalog", "catalog"])
+        #expect(await service.refreshOffers().isEmpty)
+
+        let types = service.machineTypes(.aws, region: nil)
+        #expect(types.map(\.offer.machineType) == ["small", "new", "big"])
+        #expect(types.map(\.offer.onDemandPerHour) == [0.15, 0.30, 0.40])
+        #expect(types.map(\.priceSource) == ["live", "live", "catalog"])
+        #expect(types.map(\.priceAgeSeconds) == [90, 90, 86_400])
+        #expect(service.offerView.offers.count == 4)
+        #expect(service.statuses().first?.livePricesAt == clock.now().adding(.seconds(-90)))
+        let regions = service.regions(.aws)
+        #expect(regions.map(\.summary.region) == ["r1", "r2"])
+        #expect(regions.map(\.liveOffers) == [1, 1])
+        #expect(regions.map(\.newestPriceAgeSeconds) == [90, 90])
+
+        // The document flattens the offer and adds where its price came from.
+        let json = String(decoding: try FabricJSON.encode(types[0]), as: UTF8.self)
+        #expect(json.contains("\"machineType\":\"small\""))
+        #expect(json.contains("\"priceSource\":\"live\""))
+        #expect(json.contains("\"priceAgeSeconds\":90"))
+
+        // A driver that falls back to its catalog keeps the last live offers (their age shows how old).
+        await aws.report(nil, at: clock.now())
+        #expect(await service.refreshOffers().isEmpty)
+        #expect(service.machineTypes(.aws, region: nil).map(\.priceSource) == ["live", "live", "catalog"])
     }
 }
