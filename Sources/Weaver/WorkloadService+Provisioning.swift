@@ -180,7 +180,12 @@ extension WorkloadService {
             finishDeletion(id, status: nil)
             return
         }
-        transition(id, to: .pending, reason: reason, message: "\(key): \(error.message)") {
+        placeAgain(id, reason: reason, message: "\(key): \(error.message)")
+    }
+
+    /// Back to pending without instance or placement, to be judged on the next (full) pass.
+    func placeAgain(_ id: String, reason: String, message: String) {
+        transition(id, to: .pending, reason: reason, message: message) {
             $0.status.instance = nil
             $0.status.placement = nil
             $0.status.node = nil
@@ -249,14 +254,7 @@ extension WorkloadService {
             terminateLater(ref, reason: "preempted")
             // Not the workload's failure: placed again whatever its restart policy, within the restart limit.
             if (active[id]?.status.attempts ?? Limits.restartsMax) < Limits.restartsMax {
-                transition(id, to: .pending, reason: "Rescheduled", message: "after a spot preemption, elsewhere") {
-                    $0.status.instance = nil
-                    $0.status.placement = nil
-                    $0.status.node = nil
-                }
-                enqueuePending(id)
-                fullPassNeeded = true
-                schedulePass()
+                placeAgain(id, reason: "Rescheduled", message: "after a spot preemption, elsewhere")
             } else {
                 transition(
                     id, to: .failed, reason: "Preempted", message: "preempted after \(Limits.restartsMax) attempts")
@@ -375,11 +373,7 @@ extension WorkloadService {
     /// After a restart: a workload that was provisioning asks again with the same name (idempotent).
     func resumeProvisioning(_ id: String) {
         guard let w = active[id], let ref = w.status.instance, let provider = providers[ref.provider] else {
-            transition(id, to: .pending, reason: "Rescheduled", message: "its provider is no longer configured") {
-                $0.status.instance = nil
-                $0.status.placement = nil
-            }
-            enqueuePending(id)
+            placeAgain(id, reason: "Rescheduled", message: "its provider is no longer configured")
             return
         }
         let request = instanceRequest(w.spec, id: id, ref: ref)
