@@ -53,7 +53,7 @@ bench: bench-api bench-actors bench-scheduler bench-cost ## run every benchmark
 bench-api: bootstrap ## wrk against weaver (SQLite, PostgreSQL), a bare libmicrohttpd responder and nginx
 	./scripts/bench-api
 
-bench-actors: bootstrap ## distributed-actor round trips over NATS beside raw cnats requests, and in one process
+bench-actors: bootstrap ## calls/s, p50, p99 of distributed-actor round trips over NATS beside raw cnats requests, and in one process
 	$(SWIFT) build -c release --build-tests -Xswiftc -enable-testing
 	FABRIC_BENCH_ACTORS=1 $(SWIFT) test -c release --skip-build --filter ActorBenchmarks
 

@@ -100,7 +100,8 @@ public actor WorkloadService {
     var sessions: [String: String] = [:]
     /// Heartbeat bookkeeping: ready, suspect, lost, draining.
     var lifecycle: NodeLifecycle
-    /// Per-node event sequence numbers (`fabric.events.node.<id>`).
+    /// The last event sequence number of each deregistered node, so that a node joining again under the same name
+    /// continues its subject's (`fabric.events.node.<id>`) sequence.
     var nodeEventSeq: [String: Int] = [:]
     /// Whether the link to the nodes (NATS) is up; while it is down nobody is declared lost.
     let linkUp: @Sendable () -> Bool
