@@ -7,8 +7,8 @@ public enum SchedulerVariant: String, Sendable, CaseIterable {
     case reference
     /// Broken on purpose: GPU count is checked but the GPU model is ignored.
     case brokenGPUType = "broken-gpu-type"
-    /// Broken on purpose: a node that comes back from suspect or lost is re-added with nothing allocated,
-    /// forgetting the work still running there (double booking).
+    /// Broken on purpose: a node that joins (a new machine with its reserved workload) or comes back from suspect
+    /// or lost is re-added with nothing allocated, forgetting the work held there (double booking).
     case brokenDoubleBook = "broken-double-book"
 }
 

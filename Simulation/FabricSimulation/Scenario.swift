@@ -15,11 +15,13 @@ public enum SimLimits {
     public static let restartsMax = 5
     public static let providerRetriesMax = 6
     public static let providerBackoffMax: Duration = .seconds(60)
-    public static let pendingBackoffMax: Duration = .seconds(600)
+    public static let pendingBackoffMax: Duration = .seconds(1800)
     /// Capacity errors mark an offer unavailable for this long, doubling on repeats up to `offerUnavailableMax`.
     public static let offerUnavailableTTL: Duration = .seconds(300)
     public static let offerUnavailableMax: Duration = .seconds(2400)
     public static let referenceSamplesMax = 200
+    /// Distinct pending specs the brute force judges after convergence (a fresh index judges the rest).
+    public static let finalChecksMax = 100
 }
 
 /// How workloads arrive over the fault phase.

@@ -31,11 +31,12 @@ struct SimScheduler {
         PlacementStack().select(index.snapshot, w).placement
     }
 
-    /// A node joined, changed state or price. `previous` is the state the controller held before.
+    /// A node joined (`previous` nil), changed state or price. `previous` is the state the controller held before.
     mutating func upsert(_ node: NodeInfo, previous: NodeState?) {
         var n = node
-        if variant == .brokenDoubleBook, n.state == .ready, previous == .suspect || previous == .lost {
-            n.allocated = .zero  // the bug: forgets what still runs on a node that came back
+        if variant == .brokenDoubleBook, n.state == .ready, previous == nil || previous == .suspect || previous == .lost
+        {
+            n.allocated = .zero  // the bug: a node that joins or comes back is taken as empty
         }
         index.upsert(n)
     }

@@ -732,10 +732,14 @@ public final class Simulation {
     private func heal(_ id: String, _ epoch: Int) {
         guard var r = runtimes[id], r.alive, r.epoch == epoch, !r.connected else { return }
         r.connected = true
+        r.lastAck = now
         let reports = r.outbox
         r.outbox = []
         runtimes[id] = r
         write("heal node=\(id) reports=\(reports.count)")
+        // A node that reconnects heartbeats at once: its lease is renewed before it takes any command, and a node
+        // the controller declared lost is reconciled first (the reconcile goes ahead of the queued commands).
+        apply(lifecycle.onHeartbeat(id, now: now))
         for rep in reports { push(.toController(id, rep), at: linkTime("<" + id)) }
         let commands = controllerOutbox.removeValue(forKey: id) ?? []
         for cmd in commands {
@@ -1006,8 +1010,19 @@ public final class Simulation {
         var truth = sched.index.snapshot
         truth.offers = cloud.offers
         truth.unavailableOffers = cloud.fullMarkets
+        // Workloads with the same spec (but for the name) get the same answer: each distinct spec is judged once,
+        // the first `finalChecksMax` by the brute force, the rest by a fresh index built from the truth (exact, and
+        // independent of the controller's incrementally kept one).
+        var judged: Set<WorkloadSpec> = []
+        let fresh = PlacementIndex(snapshot: truth)
         for w in workloads where w.phase == .pending {
-            if let p = PlacementStack().select(truth, w.spec).placement {
+            var key = w.spec
+            key.name = ""
+            guard judged.insert(key).inserted else { continue }
+            let found =
+                judged.count <= SimLimits.finalChecksMax
+                ? PlacementStack().select(truth, w.spec).placement : fresh.place(w.spec)
+            if let p = found {
                 checker.fail(
                     .notConverged,
                     "workload \(w.id) is pending (\(w.reason)) but fits on \(p.node ?? "\(p.provider)/\(p.machineType)")"
