@@ -912,6 +912,13 @@ public final class Simulation {
 
     private func boot(_ name: String) {
         guard let inst = cloud.instances[name], runtimes[name] == nil else { return }
+        if books[name]?.state == .provisioning {
+            // The machine registers before the provision call's answer arrived (it was lost and the retry is still
+            // out): the controller asked for this name, so registration is proof enough.
+            books[name]!.state = .running
+            books[name]!.priceMicros = inst.priceMicros
+            stats.provisioned += 1
+        }
         guard books[name]?.state == .running else {
             write("machine booted but unknown to the controller machine=\(name)")
             return  // the controller gave up on it: an orphan for GC
