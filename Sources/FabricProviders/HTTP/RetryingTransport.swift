@@ -28,16 +28,17 @@ public struct RetryPolicy: Sendable {
     public var retryableStatuses: Set<Int>
     /// Statuses whose Retry-After header is honoured.
     public var retryAfterStatuses: Set<Int>
-    /// A driver's own test for responses worth another attempt beyond `retryableStatuses` (GCP's 403
-    /// `rateLimitExceeded`), or nil.
-    public var isRetryableResponse: (@Sendable (HTTPResponse) -> Bool)?
+    /// A driver's own verdict on a response, read before `retryableStatuses`: true retries it (GCP's 403
+    /// `rateLimitExceeded`), false ends the retries (EC2's HTTP 500 `InsufficientInstanceCapacity`), nil leaves it to
+    /// `retryableStatuses`.
+    public var isRetryableResponse: (@Sendable (HTTPResponse) -> Bool?)?
 
     /// A policy; the defaults suit cloud control-plane APIs.
     public init(
         attemptsMax: Int = RetryPolicy.attemptsMaxDefault, backoffBase: Duration = .milliseconds(250),
         backoffMax: Duration = .seconds(20), retryAfterMax: Duration = .seconds(60),
         retryableStatuses: Set<Int> = [429, 500, 502, 503, 504], retryAfterStatuses: Set<Int> = [429, 503],
-        isRetryableResponse: (@Sendable (HTTPResponse) -> Bool)? = nil
+        isRetryableResponse: (@Sendable (HTTPResponse) -> Bool?)? = nil
     ) {
         self.attemptsMax = max(1, min(attemptsMax, RetryPolicy.attemptsLimit))
         self.backoffBase = backoffBase
@@ -171,9 +172,8 @@ public final class RetryingTransport: HTTPTransport {
         guard attempt < policy.attemptsMax else { return nil }
         switch outcome {
         case .success(let response):
-            let retryable =
-                policy.retryableStatuses.contains(response.status) || policy.isRetryableResponse?(response) == true
-            guard retryable else { return nil }
+            let verdict = policy.isRetryableResponse?(response)
+            guard verdict ?? policy.retryableStatuses.contains(response.status) else { return nil }
             if policy.retryAfterStatuses.contains(response.status),
                 let asked = RetryAfter.parse(response.header("retry-after"), now: clock.now())
             {
