@@ -68,6 +68,8 @@ public actor EC2Provider: Provider {
     public static let userDataBytesMax = 16 << 10
     /// The most tags on one instance (EC2's limit).
     public static let tagsMax = 50
+    /// The longest instance name (EC2 tag values hold 256 characters).
+    public static let nameLengthMax = 255
     /// The tag holding Fabric's instance name (the console's name column).
     public static let nameTag = "Name"
     /// The EC2 state reason code of a spot instance taken back.
@@ -180,8 +182,8 @@ public actor EC2Provider: Provider {
         func invalid(_ message: String) -> ProviderError {
             ProviderError(.invalidRequest, provider: name.rawValue, code: "FabricValidation", message)
         }
-        guard !request.name.isEmpty, request.name.count <= 255 else {
-            throw invalid("instance name must be 1-255 characters")
+        guard !request.name.isEmpty, request.name.count <= Self.nameLengthMax else {
+            throw invalid("instance name must be 1-\(Self.nameLengthMax) characters")
         }
         guard !request.machineType.isEmpty else { throw invalid("no instance type") }
         guard request.labels.count + 1 <= Self.tagsMax else { throw invalid("more than \(Self.tagsMax - 1) labels") }

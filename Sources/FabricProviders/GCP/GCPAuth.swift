@@ -70,6 +70,10 @@ public actor GCPTokenSource {
     public static let refreshMargin = Duration.seconds(300)
     /// The timeout of a token request.
     public static let requestTimeout = Duration.seconds(30)
+    /// The lifetime assumed when the token endpoint names none.
+    public static let tokenLifetimeDefault: Int64 = 3600
+    /// The longest lifetime believed, in seconds, whatever the endpoint says.
+    public static let tokenLifetimeMax: Int64 = 86_400
 
     let key: ServiceAccountKey
     let signer: RSAPrivateKey
@@ -172,7 +176,8 @@ public actor GCPTokenSource {
             throw ProviderError(
                 .transient, provider: "gcp", code: "MalformedResponse", "token endpoint answered malformed JSON")
         }
-        let lifetime = Duration.seconds(max(0, min(answer.expires_in ?? 3600, 86_400)))
+        let lifetime = Duration.seconds(
+            max(0, min(answer.expires_in ?? Self.tokenLifetimeDefault, Self.tokenLifetimeMax)))
         return (answer.access_token, now.adding(lifetime))
     }
 }
