@@ -19,6 +19,7 @@ let package = Package(
         .systemLibrary(name: "CMicroHTTPD", path: "Sources/CMicroHTTPD", pkgConfig: "libmicrohttpd"),
         .systemLibrary(name: "CNATS", path: "Sources/CNATS"),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL"),
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl"),
         .target(name: "CShims", dependencies: ["CMicroHTTPD", "CSQLite"], path: "Sources/CShims"),
 
         // Pure cores: no I/O, no clock reads, no unseeded randomness.
@@ -29,7 +30,7 @@ let package = Package(
         // Shells.
         .target(name: "FabricStore", dependencies: ["FabricCore", "CSQLite", "CPostgres", "CShims"]),
         .target(name: "FabricHTTP", dependencies: ["FabricCore", "CMicroHTTPD", "CShims"]),
-        .target(name: "FabricProviders", dependencies: ["FabricCore"]),
+        .target(name: "FabricProviders", dependencies: ["FabricCore", "FabricLog", "CCurl", "COpenSSL"]),
         .target(name: "FabricRuntime", dependencies: ["FabricCore"]),
         .target(name: "FabricActors", dependencies: ["FabricCore", "FabricLog", "CNATS"]),
 
@@ -68,7 +69,7 @@ let package = Package(
         .testTarget(name: "FabricStoreTests", dependencies: ["FabricStore"]),
         .testTarget(name: "FabricHTTPTests", dependencies: ["FabricHTTP"]),
         .testTarget(name: "FabricRuntimeTests", dependencies: ["FabricRuntime"]),
-        .testTarget(name: "FabricProvidersTests", dependencies: ["FabricProviders"]),
+        .testTarget(name: "FabricProvidersTests", dependencies: ["FabricProviders", "FabricHTTP", "FabricLog"]),
         .testTarget(name: "FabricActorsTests", dependencies: ["FabricActors"]),
         .testTarget(name: "ShuttleTests", dependencies: ["Shuttle"]),
         .testTarget(name: "WeaverTests", dependencies: ["Weaver"]),

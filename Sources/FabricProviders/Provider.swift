@@ -111,7 +111,7 @@ public enum InstanceState: String, Sendable, Hashable, Codable, CaseIterable {
 
 /// One instance as the provider reports it.
 public struct Instance: Sendable, Hashable, Codable {
-    /// The provider's own ID (`i-0abc…`, pod name, RunPod pod ID, GCP instance name).
+    /// The provider's own ID (`i-0abc…`, pod name, RunPod pod ID, GCP `zone/instance-name`).
     public var id: String
     /// Fabric's deterministic name for it (`InstanceRequest.name`).
     public var name: String
