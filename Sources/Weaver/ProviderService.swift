@@ -5,7 +5,7 @@ import Foundation
 import Synchronization
 
 /// What weaver knows about providers: which are enabled, whether they have credentials, the offer catalog, and the
-/// live offers their drivers reported (which replace the catalog's rows for the same region and machine type).
+/// offers their drivers reported (which replace that provider's catalog rows).
 public struct ProviderService: Sendable {
     public struct Entry: Sendable {
         public var name: ProviderName
@@ -35,35 +35,28 @@ public struct ProviderService: Sendable {
         return OfferView(offers: merged.offers, enabledProviders: enabled)
     }
 
-    /// The catalog with every provider's live rows in place of its catalog rows for the same region and type.
+    /// The catalog, where a driver reported its offers with that provider's rows replaced by the driver's: live
+    /// prices where its API gives them, else the catalog rows it can serve (its configured regions).
     public var merged: OfferCatalog {
         let reported = live.all
         guard !reported.isEmpty else { return catalog }
-        var offers: [Offer] = []
-        for o in catalog.offers {
-            guard let p = ProviderName(rawValue: o.provider), let l = reported[p] else {
-                offers.append(o)
-                continue
-            }
-            if !l.offers.contains(where: { $0.region == o.region && $0.machineType == o.machineType }) {
-                offers.append(o)
-            }
+        var offers = catalog.offers.filter { o in ProviderName(rawValue: o.provider).map { reported[$0] == nil } ?? true
         }
         for p in ProviderName.allCases { offers += reported[p]?.offers ?? [] }
         return OfferCatalog(origin: catalog.origin, offers: offers)
     }
 
-    /// When a provider's live offers were read, if they were.
-    public func liveAsOf(_ p: ProviderName) -> Timestamp? { live.all[p]?.asOf }
+    /// When a provider's live offers were read, if its driver reads them from the provider's API.
+    public func liveAsOf(_ p: ProviderName) -> Timestamp? {
+        live.all[p].flatMap { $0.origin == Self.liveOrigin ? $0.asOf : nil }
+    }
 
     /// Reads every driver's offers once; a failure keeps what was read before (and is returned for the log).
     public func refreshOffers() async -> [ProviderName: any Error] {
         var failures: [ProviderName: any Error] = [:]
         for (name, driver) in drivers.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             do {
-                let list = try await driver.offers()
-                guard list.origin == ProviderService.liveOrigin else { continue }  // the catalog already has these
-                live.set(name, list)
+                live.set(name, try await driver.offers())
             } catch {
                 failures[name] = error
             }
@@ -91,7 +84,7 @@ public struct ProviderService: Sendable {
         let now = clock.now()
         let liveAt = liveAsOf(p)
         return merged.machineTypes(provider: p, region: region).map { o in
-            PricedOffer(offer: o, liveAt: o.source == Self.liveOrigin ? liveAt : nil, now: now)
+            PricedOffer(offer: o, liveAt: liveAt != nil && o.source == Self.liveOrigin ? liveAt : nil, now: now)
         }
     }
 

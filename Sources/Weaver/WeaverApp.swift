@@ -95,7 +95,8 @@ public final class WeaverApp: Sendable {
         do { catalog = try OfferCatalog.active(file: settings.catalog.file) } catch {
             throw FabricError(.invalidArgument, "catalog.file: \(error.message)", field: "catalog.file")
         }
-        let drivers = try providerDrivers(settings.providers, logger: logger.with(component: "providers"))
+        let drivers = try providerDrivers(
+            settings.providers, catalog: catalog, clock: clock, logger: logger.with(component: "providers"))
         let providers = ProviderService(
             catalog: catalog, entries: providerEntries(settings.providers), clock: clock, drivers: drivers)
 
@@ -107,6 +108,12 @@ public final class WeaverApp: Sendable {
         options.nodeTiming = settings.clusterTiming
         options.joinToken = settings.clusterJoinToken
         options.crashAfterProvision = ProcessInfo.processInfo.environment["WEAVER_FAULT_CRASH_AFTER_PROVISION"] == "1"
+        options.offerUnavailableFor = settings.scheduler.offerUnavailableTTL
+        let machineNATS = settings.cluster.machineNATSURL.isEmpty ? settings.nats.url : settings.cluster.machineNATSURL
+        if !machineNATS.isEmpty {
+            options.machineBootstrap = machineBootstrap(
+                natsURL: machineNATS, joinToken: settings.clusterJoinToken)
+        }
 
         // The actor system nodes reach weaver on: NATS when nats.url is set, else in-process.
         let network = LoopbackNetwork()
@@ -148,6 +155,11 @@ public final class WeaverApp: Sendable {
             options: options, offerView: { providers.offerView }, events: events, linkUp: linkUp, providers: drivers)
         let control = try ControlPlane.serve(registry: service, on: system)
         try await system.flush()
+        // The drivers' offers (their regions, live prices) before the first placement; bounded, then in the background.
+        if !drivers.isEmpty {
+            let first = Task { await refreshOffersOnce(providers, logger: logger.with(component: "providers")) }
+            _ = try? await WeaverAPI.withDeadline(firstOffersReadMax) { await first.value }
+        }
         try await service.start()
 
         var embedded: NodeHost? = nil
@@ -221,9 +233,96 @@ public final class WeaverApp: Sendable {
     }
 
     /// The drivers of the enabled providers that have credentials: workloads may be placed on their offers.
-    static func providerDrivers(_ p: Settings.Providers, logger: Logger) throws -> [any Provider] {
-        []
+    /// Providers without credentials stay catalog-only (dry runs).
+    static func providerDrivers(
+        _ p: Settings.Providers, catalog: OfferCatalog, clock: any WallClock, logger: Logger
+    ) throws -> [any Provider] {
+        var drivers: [any Provider] = []
+        if p.aws.enabled, !p.aws.accessKeyID.isEmpty, !p.aws.secretAccessKey.exposedValue.isEmpty {
+            guard !p.aws.imageID.isEmpty else {
+                throw FabricError(
+                    .invalidArgument,
+                    "providers.aws.image_id must name the AMI new machines boot (one with shuttle) when AWS "
+                        + "credentials are set", field: "providers.aws.image_id")
+            }
+            var regions = [p.aws.region]
+            for r in p.aws.regions.split(separator: ",").map(String.init) where !regions.contains(r) {
+                regions.append(r)
+            }
+            let token = p.aws.sessionToken.exposedValue
+            let settings = AWSSettings(
+                credentials: AWSCredentials(
+                    accessKeyID: p.aws.accessKeyID, secretAccessKey: p.aws.secretAccessKey.exposedValue,
+                    sessionToken: token.isEmpty ? nil : token),
+                regions: regions, endpoint: p.aws.endpoint, imageID: p.aws.imageID)
+            drivers.append(
+                EC2Provider(
+                    settings: settings, catalog: catalog, logger: logger.with(component: "aws"), clock: clock,
+                    random: SystemRandomNumberGenerator()))
+        }
+        if p.gcp.enabled, !p.gcp.credentialsFile.isEmpty {
+            let key: Data
+            do {
+                key = try readSmallFile(p.gcp.credentialsFile, bytesMax: credentialsFileBytesMax)
+            } catch {
+                throw FabricError(
+                    .invalidArgument, "providers.gcp.credentials_file: \(error.message)",
+                    field: "providers.gcp.credentials_file")
+            }
+            let zones = p.gcp.zones.split(separator: ",").map(String.init)
+            do {
+                drivers.append(
+                    try GCEProvider(
+                        settings: GCPSettings(
+                            serviceAccountKeyJSON: key, project: p.gcp.project, zones: zones, endpoint: p.gcp.endpoint),
+                        catalog: catalog, logger: logger.with(component: "gcp"), clock: clock,
+                        random: SystemRandomNumberGenerator()))
+            } catch {
+                throw FabricError(
+                    .invalidArgument, "providers.gcp.credentials_file: not a usable service account key: \(error)",
+                    field: "providers.gcp.credentials_file")
+            }
+        }
+        return drivers
     }
+
+    /// The largest credentials file weaver reads.
+    static let credentialsFileBytesMax = 64 << 10
+
+    /// A small file's bytes, refusing larger ones.
+    static func readSmallFile(_ path: String, bytesMax: Int) throws(FabricError) -> Data {
+        guard let h = FileHandle(forReadingAtPath: path) else {
+            throw FabricError(.invalidArgument, "cannot read \(path)")
+        }
+        defer { try? h.close() }
+        let data = (try? h.read(upToCount: bytesMax + 1)) ?? Data()
+        guard data.count <= bytesMax else {
+            throw FabricError(.invalidArgument, "\(path) is larger than \(bytesMax) bytes")
+        }
+        return data
+    }
+
+    /// The boot script of a new cloud machine: starts shuttle (which the machine's image must have) joined to this
+    /// weaver under the instance name. The join token travels in the provider's user data / metadata.
+    static func machineBootstrap(natsURL: String, joinToken: String) -> @Sendable (String) -> String {
+        { name in
+            """
+            #!/bin/sh
+            # Fabric: join this machine to weaver as node \(name).
+            export FABRIC_CLUSTER_JOIN_TOKEN=\(shellQuoted(joinToken))
+            exec shuttle --nats-url \(shellQuoted(natsURL)) --node-name \(shellQuoted(name)) --data-dir /var/lib/fabric
+
+            """
+        }
+    }
+
+    /// `s` in single quotes for sh.
+    static func shellQuoted(_ s: String) -> String {
+        "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// How long weaver waits at start for the drivers' first offers.
+    static let firstOffersReadMax: Duration = .seconds(10)
 
     /// How often live offers are read from the drivers.
     static let offersRefreshInterval: Duration = .seconds(600)
@@ -233,12 +332,16 @@ public final class WeaverApp: Sendable {
         guard !providers.drivers.isEmpty else { return nil }
         return Task {
             while !Task.isCancelled {
-                for (name, error) in await providers.refreshOffers() {
-                    logger.warn(
-                        "live offers not read; keeping the last ones", ["provider": name.rawValue, "error": "\(error)"])
-                }
                 try? await Task.sleep(for: offersRefreshInterval)
+                await refreshOffersOnce(providers, logger: logger)
             }
+        }
+    }
+
+    /// One read of every driver's offers, failures logged (the previous offers, or the catalog, stay in use).
+    static func refreshOffersOnce(_ providers: ProviderService, logger: Logger) async {
+        for (name, error) in await providers.refreshOffers() {
+            logger.warn("offers not read; keeping the last ones", ["provider": name.rawValue, "error": "\(error)"])
         }
     }
 

@@ -57,6 +57,7 @@ extension WorkloadService: NodeRegistry {
         apply(directives, reason: previous == nil ? "Registered" : "RegisteredAgain")
         if previous == nil || directives.isEmpty { persistNode(id) }
         fullPassNeeded = true
+        machineJoined(id)
         schedulePass()
         logger.info(
             previous == nil ? "node registered" : "node registered again",

@@ -2,6 +2,7 @@ import FabricCore
 import FabricProviders
 import FabricScheduler
 import Foundation
+import Shuttle
 
 /// Workloads placed on provider offers: an instance per workload, made idempotently, watched until it ends.
 ///
@@ -84,7 +85,8 @@ extension WorkloadService {
         InstanceRequest(
             name: ref.name, region: ref.region, machineType: ref.machineType, spot: ref.spot,
             resources: spec.resources, image: spec.image, command: spec.command, env: spec.env,
-            labels: [InstanceRequest.ownerLabel: "fabric", InstanceRequest.workloadLabel: id])
+            labels: [InstanceRequest.ownerLabel: "fabric", InstanceRequest.workloadLabel: id],
+            bootstrapScript: Self.runsWorkloadDirectly(ref.provider) ? nil : options.machineBootstrap?(ref.name))
     }
 
     /// Calls `provision`, retrying throttling and transient failures, and hands the outcome to the actor.
@@ -188,10 +190,10 @@ extension WorkloadService {
         placeAgain(id, reason: reason, message: "\(key): \(error.message)")
     }
 
-    /// Back to pending without instance or placement, to be judged on the next (full) pass.
+    /// Back to pending without placement, to be judged on the next (full) pass. Its instance, if any, is deleted
+    /// (`releaseInstance`): also after a refusal, in case the provider made one anyway.
     func placeAgain(_ id: String, reason: String, message: String) {
         transition(id, to: .pending, reason: reason, message: message) {
-            $0.status.instance = nil
             $0.status.placement = nil
             $0.status.node = nil
         }
@@ -200,14 +202,47 @@ extension WorkloadService {
         schedulePass()
     }
 
+    /// Whether a provider's instance runs the workload itself (a pod), rather than a machine that boots shuttle,
+    /// joins as a node named after the instance and is then given the workload.
+    nonisolated static func runsWorkloadDirectly(_ provider: String) -> Bool {
+        provider == ProviderName.k8s.rawValue || provider == ProviderName.coreweave.rawValue
+            || provider == ProviderName.runpod.rawValue
+    }
+
+    /// A node joined: if it is the machine made for a provisioning workload, the workload is placed on it.
+    func machineJoined(_ nodeID: String) {
+        guard
+            let w = active.values.first(where: {
+                $0.phase == .provisioning && $0.status.instance?.name == nodeID
+                    && !Self.runsWorkloadDirectly($0.status.instance?.provider ?? "")
+            })
+        else { return }
+        let attempt = w.status.attempts + 1
+        allocate(w.id, w.spec.resources, on: nodeID)
+        let stored = transition(w.id, to: .starting, reason: "Starting", message: "machine \(nodeID) joined") {
+            $0.status.node = nodeID
+            $0.status.attempts = attempt
+            $0.status.exitCode = nil
+            $0.status.signal = nil
+            $0.status.finishedAt = nil
+        }
+        logger.info("machine joined; starting its workload", ["workload": w.id, "node": nodeID, "attempt": attempt])
+        if let stored {
+            dispatch(Assignment(workloadID: w.id, attempt: attempt, spec: w.spec), to: nodeID, after: stored)
+        }
+    }
+
     /// Moves a workload along with what its instance reports.
     func apply(_ instance: Instance, to id: String) {
         guard let w = active[id], let ref = w.status.instance else { return }
+        if !Self.runsWorkloadDirectly(ref.provider) {
+            applyMachine(instance, to: w, ref: ref)
+            return
+        }
         switch instance.state {
         case .pending, .unknown:
             // updatedAt: when the instance was asked for (or its ID stored), whichever came last.
             if w.phase == .provisioning, clock.now().since(w.updatedAt) > options.provisioningTimeout {
-                terminateLater(ref, reason: "provisioning timed out")
                 provisionFailed(
                     id, ref: ref,
                     error: ProviderError(
@@ -236,7 +271,6 @@ extension WorkloadService {
                 }
             }
             let code = instance.exitCode ?? (instance.stateReason == "Succeeded" ? 0 : 1)
-            terminateLater(ref, reason: "its workload ended")
             update(id) {
                 $0.status.exitCode = code
                 $0.status.finishedAt = self.clock.now()
@@ -244,7 +278,8 @@ extension WorkloadService {
             applyRestartPolicy(
                 id, succeeded: code == 0, reason: "Exited",
                 message: "exited with code \(code) on \(ref.provider) \(ref.name)")
-            clearInstanceIfPending(id)
+            fullPassNeeded = true
+            schedulePass()
         case .preempted:
             // A reclaimed spot instance: that market in that region is skipped for a while, so the workload goes to
             // another region (or on-demand) when it is placed again.
@@ -256,7 +291,6 @@ extension WorkloadService {
             transition(id, to: .preempted, reason: "Preempted", message: "spot instance \(ref.name) was reclaimed") {
                 $0.status.finishedAt = self.clock.now()
             }
-            terminateLater(ref, reason: "preempted")
             // Not the workload's failure: placed again whatever its restart policy, within the restart limit.
             if (active[id]?.status.attempts ?? Limits.restartsMax) < Limits.restartsMax {
                 placeAgain(id, reason: "Rescheduled", message: "after a spot preemption, elsewhere")
@@ -269,12 +303,34 @@ extension WorkloadService {
         }
     }
 
-    /// A workload sent back to pending no longer has an instance.
-    func clearInstanceIfPending(_ id: String) {
-        guard active[id]?.phase == .pending else { return }
-        update(id) { $0.status.instance = nil }
-        fullPassNeeded = true
-        schedulePass()
+    /// A machine's state: the workload itself runs under shuttle once the machine joins (`machineJoined`); here
+    /// only a machine that never joins, ends or is taken back matters.
+    func applyMachine(_ instance: Instance, to w: Workload, ref: InstanceRef) {
+        switch instance.state {
+        case .pending, .running, .unknown, .stopping:
+            if w.phase == .provisioning, clock.now().since(w.updatedAt) > options.provisioningTimeout {
+                provisionFailed(
+                    w.id, ref: ref,
+                    error: ProviderError(
+                        .capacityUnavailable, provider: ref.provider, code: "JoinTimeout",
+                        "machine \(ref.name) did not join within \(options.provisioningTimeout)"))
+            }
+        case .terminated, .preempted:
+            guard w.phase == .provisioning else { return }  // on a node: the node's own lifecycle decides
+            if instance.state == .preempted {
+                let key = OfferKey(provider: ref.provider, region: ref.region, machineType: ref.machineType, spot: true)
+                unavailableUntil[key] = clock.now().adding(options.offerUnavailableFor)
+            }
+            placeAgain(w.id, reason: "Rescheduled", message: "machine \(ref.name) ended before it joined")
+        }
+    }
+
+    /// An attempt that ended (the workload is final, or pending for another attempt) no longer needs its instance:
+    /// it is deleted and forgotten in the same write. Called by `transition`.
+    func releaseInstance(_ w: inout Workload, from: Phase) {
+        guard let ref = w.status.instance, w.phase.isFinal || w.phase == .pending, from != .terminating else { return }
+        terminateLater(ref, reason: "its workload \(w.phase == .pending ? "will run again elsewhere" : "ended")")
+        w.status.instance = nil
     }
 
     /// Deletes an instance in the background, retrying; the reconciler catches what this misses.
@@ -334,7 +390,7 @@ extension WorkloadService {
                     apply(found, to: id)
                 } else {
                     markLost(id, message: "instance \(ref.name) is gone from \(ref.provider)")
-                    clearInstanceIfPending(id)
+                    schedulePass()
                 }
             } catch {
                 logger.warn("instance status unknown", ["instance": ref.name, "error": "\(error)"])
@@ -370,7 +426,7 @@ extension WorkloadService {
                     [.starting, .running].contains(w.phase)
                 else { continue }
                 markLost(id, message: "instance \(instance) is missing from \(name)")
-                clearInstanceIfPending(id)
+                schedulePass()
             }
         }
     }

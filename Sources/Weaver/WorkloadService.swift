@@ -54,6 +54,9 @@ public struct WorkloadServiceOptions: Sendable {
     /// an instance and before the answer is stored. Set by `WEAVER_FAULT_CRASH_AFTER_PROVISION=1`; never in
     /// production.
     public var crashAfterProvision = false
+    /// The boot script of a new machine (AWS, GCP), given the node name it must join as: it starts shuttle with
+    /// weaver's NATS URL and join token. Nil: machines are not given one (their image must start shuttle itself).
+    public var machineBootstrap: (@Sendable (String) -> String)? = nil
 
     public init() {}
 }
@@ -680,6 +683,7 @@ public actor WorkloadService {
         w.status.phase = phase
         w.status.reason = reason
         w.status.message = message
+        releaseInstance(&w, from: from)
         w.version += 1
         w.updatedAt = clock.now()
         let event = WorkloadEvent(

@@ -80,10 +80,14 @@ final class WeaverProcess: @unchecked Sendable {
     private(set) var process: Process?
     let logPath: String
 
-    init(dataDir: String? = nil, args: [String] = []) throws {
+    /// Extra environment variables for the process (on top of this one's).
+    let extraEnvironment: [String: String]
+
+    init(dataDir: String? = nil, args: [String] = [], environment: [String: String] = [:]) throws {
         port = freePort()
         self.dataDir = dataDir ?? NSTemporaryDirectory() + "fabric-e2e-\(UUID().uuidString.prefix(8))"
         extraArgs = args
+        extraEnvironment = environment
         logPath = self.dataDir + ".weaver.log"
         try FileManager.default.createDirectory(atPath: self.dataDir, withIntermediateDirectories: true)
     }
@@ -95,6 +99,9 @@ final class WeaverProcess: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: buildDirectory + "/weaver")
         p.arguments = ["--server-address", "127.0.0.1:\(port)", "--data-dir", dataDir] + extraArgs
+        if !extraEnvironment.isEmpty {
+            p.environment = ProcessInfo.processInfo.environment.merging(extraEnvironment) { _, new in new }
+        }
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)!
         log.seekToEndOfFile()

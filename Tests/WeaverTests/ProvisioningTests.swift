@@ -147,7 +147,9 @@ struct ProvisioningHarness {
 
 @Suite(.serialized) struct ProvisioningTests {
     @Test func theCheapestOfferIsProvisionedAndItsInstanceRunsTheWorkload() async throws {
-        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "r1", "big", 0.40), cpuOffer("aws", "r1", "small", 0.20)])
+        // RunPod's pod runs the workload itself: the instance's states are the workload's.
+        let aws = MemoryCloud(
+            .runpod, offers: [cpuOffer("runpod", "r1", "big", 0.40), cpuOffer("runpod", "r1", "small", 0.20)])
         let h = try await ProvisioningHarness([aws])
         let w = try await h.service.submit(h.spec("job"))
         let p = try await h.wait(w.id, "an instance") { $0.status.instance?.id != nil }
@@ -207,7 +209,8 @@ struct ProvisioningHarness {
 
     @Test func aPreemptedSpotWorkloadIsPlacedAgainInAnotherRegion() async throws {
         let aws = MemoryCloud(
-            .aws, offers: [cpuOffer("aws", "r1", "m", 0.5, spot: 0.1), cpuOffer("aws", "r2", "m", 0.6, spot: 0.2)])
+            .runpod,
+            offers: [cpuOffer("runpod", "r1", "m", 0.5, spot: 0.1), cpuOffer("runpod", "r2", "m", 0.6, spot: 0.2)])
         let h = try await ProvisioningHarness([aws])
         let w = try await h.service.submit(h.spec("job", spot: .required))
         let first = try await h.wait(w.id, "an instance") { $0.status.instance?.id != nil }
@@ -225,7 +228,7 @@ struct ProvisioningHarness {
     }
 
     @Test func deleteTerminatesTheInstance() async throws {
-        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "r1", "m", 0.2)])
+        let aws = MemoryCloud(.k8s, offers: [cpuOffer("k8s", "r1", "m", 0.2)])
         let h = try await ProvisioningHarness([aws])
         let w = try await h.service.submit(h.spec("job"))
         let p = try await h.wait(w.id, "an instance") { $0.status.instance?.id != nil }
@@ -238,10 +241,10 @@ struct ProvisioningHarness {
     }
 
     @Test func theReconcilerDeletesOrphansAndLosesVanishedInstances() async throws {
-        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "r1", "m", 0.2)])
+        let aws = MemoryCloud(.runpod, offers: [cpuOffer("runpod", "r1", "m", 0.2)])
         await aws.plant(
             Instance(
-                id: "id-x", name: "fabric-orphan", provider: "aws", region: "r1", machineType: "m", spot: false,
+                id: "id-x", name: "fabric-orphan", provider: "runpod", region: "r1", machineType: "m", spot: false,
                 state: .running))
         let h = try await ProvisioningHarness([aws])
         let w = try await h.service.submit(h.spec("job", restart: .onFailure))
@@ -309,15 +312,17 @@ struct LiveOffersTests {
         #expect(service.machineTypes(.aws, region: nil).map(\.priceSource) == ["catalog", "catalog"])
         #expect(await service.refreshOffers().isEmpty)
 
+        // The driver's rows replace the provider's catalog rows (it reported no "big": it cannot serve it).
         let types = service.machineTypes(.aws, region: nil)
-        #expect(types.map(\.offer.machineType) == ["small", "new", "big"])
-        #expect(types.map(\.offer.onDemandPerHour) == [0.15, 0.30, 0.40])
-        #expect(types.map(\.priceSource) == ["live", "live", "catalog"])
-        #expect(types.map(\.priceAgeSeconds) == [90, 90, 86_400])
-        #expect(service.offerView.offers.count == 4)
+        #expect(types.map(\.offer.machineType) == ["small", "new"])
+        #expect(types.map(\.offer.onDemandPerHour) == [0.15, 0.30])
+        #expect(types.map(\.priceSource) == ["live", "live"])
+        #expect(types.map(\.priceAgeSeconds) == [90, 90])
+        #expect(service.offerView.offers.count == 3)
         #expect(service.statuses().first?.livePricesAt == clock.now().adding(.seconds(-90)))
         let regions = service.regions(.aws)
         #expect(regions.map(\.summary.region) == ["r1", "r2"])
+        #expect(service.machineTypes(.gcp, region: nil).map(\.priceSource) == ["catalog"])
         #expect(regions.map(\.liveOffers) == [1, 1])
         #expect(regions.map(\.newestPriceAgeSeconds) == [90, 90])
 
@@ -327,9 +332,53 @@ struct LiveOffersTests {
         #expect(json.contains("\"priceSource\":\"live\""))
         #expect(json.contains("\"priceAgeSeconds\":90"))
 
-        // A driver that falls back to its catalog keeps the last live offers (their age shows how old).
+        // A driver that serves catalog rows: those are shown, as catalog prices with their date.
         await aws.report(nil, at: clock.now())
         #expect(await service.refreshOffers().isEmpty)
-        #expect(service.machineTypes(.aws, region: nil).map(\.priceSource) == ["live", "live", "catalog"])
+        #expect(service.machineTypes(.aws, region: nil).map(\.priceSource) == [])
+        #expect(service.statuses().first?.livePricesAt == nil)
+    }
+}
+
+/// A VM provider's machine boots shuttle, which joins as a node named after the instance; the workload then runs
+/// there under the node protocol like any other, and the machine is deleted when the workload ends.
+struct MachineProvisioningTests {
+    @Test func aWorkloadRunsOnTheMachineThatJoinsUnderItsInstanceName() async throws {
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "us-east-1", "m7i.xlarge", 0.20)])
+        let h = try await ServiceHarness(cpu: 1000, providers: [aws], offers: aws.catalog)
+        // Too big for the 1-CPU local node: a new machine is asked for.
+        let w = try await h.service.submit(h.spec("big", ["sh", "-c", "echo on-the-machine"], cpu: 2000))
+        var ref: InstanceRef? = nil
+        for _ in 0..<500 {
+            ref = try await h.service.get(w.id).status.instance
+            if ref?.id != nil { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let instance = try #require(ref)
+        #expect(instance.provider == "aws")
+        await aws.set(instance.name, .running)
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(try await h.service.get(w.id).phase == .provisioning)  // running machine, shuttle not joined yet
+        // Its shuttle joins under the instance name.
+        let machine = try await h.join(instance.name, cpu: 4000, price: 0.2, root: h.dir + "/machine", session: "m-1")
+        var done: Workload? = nil
+        for _ in 0..<1000 {
+            let now = try await h.service.get(w.id)
+            if now.phase.isFinal {
+                done = now
+                break
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(done?.phase == .succeeded)
+        #expect(done?.status.node == instance.name)
+        #expect(done?.status.instance == nil)
+        let logs = String(decoding: try await h.service.logs(w.id, tailBytes: nil), as: UTF8.self)
+        #expect(logs.contains("on-the-machine"))
+        for _ in 0..<200 where await aws.terminated.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await aws.terminated == [instance.name])
+        await machine.stop()
+        await h.host.stop()
+        await h.service.shutdown()
     }
 }

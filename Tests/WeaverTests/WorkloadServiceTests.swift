@@ -1,6 +1,7 @@
 import FabricActors
 import FabricCore
 import FabricLog
+import FabricProviders
 import FabricRuntime
 import FabricStore
 import Foundation
@@ -25,7 +26,10 @@ struct ServiceHarness {
     /// Every workload and node event the service published.
     let published = RecordingPublisher()
 
-    init(cpu: Int64 = 2000, restartBase: Duration = .seconds(1), dir: String? = nil) async throws {
+    init(
+        cpu: Int64 = 2000, restartBase: Duration = .seconds(1), dir: String? = nil, providers: [any Provider] = [],
+        offers: [Offer] = []
+    ) async throws {
         self.dir = dir ?? NSTemporaryDirectory() + "fabric-svc-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: self.dir, withIntermediateDirectories: true)
         store = try await SQLiteStore(path: self.dir + "/fabric.db")
@@ -37,9 +41,11 @@ struct ServiceHarness {
             heartbeatInterval: .milliseconds(50), suspectAfter: .seconds(5), lostAfter: .seconds(10))
         let logger = Logger(component: "test", level: .debug, sink: sink)
         self.logger = logger
+        options.instancePollInterval = .milliseconds(20)
+        let view = OfferView(offers: offers, enabledProviders: Set(providers.map(\.name.rawValue)))
         service = WorkloadService(
             store: store, clock: clock, ids: SeededIDGenerator(seed: 7), logger: logger, options: options,
-            events: published)
+            offerView: { view }, events: published, providers: providers)
         let runtime = ProcessRuntime(root: self.dir + "/workloads", logBytesMax: 1 << 20)
         let node = NodeInfo(
             id: "local", name: "local", capacity: Resources(cpuMillis: cpu, memoryBytes: 4 << 30),

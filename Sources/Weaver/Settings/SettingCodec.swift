@@ -153,6 +153,26 @@ extension SettingCodec where Value == String {
             }, render: { $0 })
     }
 
+    /// DNS-1123 labels separated by commas (`us-east-1,us-west-2`), or empty; at most
+    /// `SettingsLimits.listEntriesMax` of them.
+    static func nameList() -> Self {
+        .scalar(
+            "names",
+            parse: { (text: String) throws(SettingValueError) -> String in
+                if text.isEmpty { return text }
+                let names = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+                guard names.count <= SettingsLimits.listEntriesMax else {
+                    throw SettingValueError("expected at most \(SettingsLimits.listEntriesMax) names")
+                }
+                for n in names where !SettingText.isDNSLabel(n) {
+                    throw SettingValueError(
+                        "expected names separated by commas, each of 1 to \(SettingsLimits.dnsLabelLengthMax) "
+                            + "lower-case letters, digits or '-'; \"\(n)\" is not one")
+                }
+                return text
+            }, render: { $0 })
+    }
+
     /// A file or folder path.
     static func path(allowsEmpty: Bool = true) -> Self {
         .scalar(

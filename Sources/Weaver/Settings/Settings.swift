@@ -86,6 +86,8 @@ public struct Settings: Sendable, Equatable {
         public var suspectAfter: Duration = .seconds(6)
         /// Silence after which a node is lost and its workloads are rescheduled (`cluster.lost_after`).
         public var lostAfter: Duration = .seconds(15)
+        /// The NATS URL new cloud machines join with (`cluster.machine_nats_url`); empty means `nats.url`.
+        public var machineNATSURL = ""
     }
 
     /// The placement loop.
@@ -167,7 +169,12 @@ public struct Settings: Sendable, Equatable {
         public var enabled = true
         public var accessKeyID = ""
         public var secretAccessKey: Secret = ""
+        public var sessionToken: Secret = ""
         public var region = "us-east-1"
+        /// More regions to provision in, comma-separated, besides `region`.
+        public var regions = ""
+        /// The machine image new instances boot (it starts shuttle from the user data).
+        public var imageID = ""
         public var endpoint = ""
     }
 
@@ -176,6 +183,8 @@ public struct Settings: Sendable, Equatable {
         public var enabled = true
         public var project = ""
         public var credentialsFile = ""
+        /// Zones to provision in, comma-separated (a capacity error in one tries the next of its region).
+        public var zones = "us-central1-a"
         public var endpoint = ""
     }
 

@@ -132,6 +132,9 @@ public enum SettingsSchema {
             "cluster.join_token", \S.cluster.joinToken, .secret,
             "Secret shuttles present to join; required with nats.url."),
         .init(
+            "cluster.machine_nats_url", \S.cluster.machineNATSURL, .url(schemes: ["nats", "tls"]),
+            "NATS URL new cloud machines join with (reachable from them); empty means nats.url."),
+        .init(
             "cluster.heartbeat_interval", \S.cluster.heartbeatInterval,
             .duration(SettingsLimits.clusterHeartbeatInterval), "How often nodes heartbeat."),
         .init(
@@ -206,7 +209,16 @@ public enum SettingsSchema {
         .init("providers.aws.access_key_id", \S.providers.aws.accessKeyID, .string(), "AWS access key ID."),
         .init(
             "providers.aws.secret_access_key", \S.providers.aws.secretAccessKey, .secret, "AWS secret access key."),
+        .init(
+            "providers.aws.session_token", \S.providers.aws.sessionToken, .secret,
+            "AWS session token, for temporary credentials."),
         .init("providers.aws.region", \S.providers.aws.region, .name(), "AWS region."),
+        .init(
+            "providers.aws.regions", \S.providers.aws.regions, .nameList(),
+            "More AWS regions to provision in, comma-separated."),
+        .init(
+            "providers.aws.image_id", \S.providers.aws.imageID, .string(),
+            "AMI new instances boot; it must start shuttle from the user data."),
         .init(
             "providers.aws.endpoint", \S.providers.aws.endpoint, .url(schemes: ["http", "https"]),
             "EC2 API URL; empty means the regional AWS endpoint."),
@@ -216,6 +228,9 @@ public enum SettingsSchema {
         .init(
             "providers.gcp.credentials_file", \S.providers.gcp.credentialsFile, .path(),
             "GCP service account JSON key file."),
+        .init(
+            "providers.gcp.zones", \S.providers.gcp.zones, .nameList(),
+            "Compute Engine zones to provision in, comma-separated."),
         .init(
             "providers.gcp.endpoint", \S.providers.gcp.endpoint, .url(schemes: ["http", "https"]),
             "Compute Engine API URL; empty means the public API."),
