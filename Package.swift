@@ -29,7 +29,8 @@ let package = Package(
         // Shells.
         .target(name: "FabricStore", dependencies: ["FabricCore", "CSQLite", "CPostgres", "CShims"]),
         .target(name: "FabricHTTP", dependencies: ["FabricCore", "CMicroHTTPD", "CShims"]),
-        .target(name: "FabricProviders", dependencies: ["FabricCore"]),
+        .target(name: "FabricYAML", dependencies: ["CYAML"]),
+        .target(name: "FabricProviders", dependencies: ["FabricCore", "FabricYAML"]),
         .target(name: "FabricRuntime", dependencies: ["FabricCore"]),
         .target(name: "FabricActors", dependencies: ["FabricCore", "FabricLog", "CNATS"]),
 
@@ -39,7 +40,7 @@ let package = Package(
             name: "Weaver",
             dependencies: [
                 "FabricCore", "FabricScheduler", "FabricStore", "FabricHTTP", "FabricProviders", "FabricRuntime",
-                "Shuttle", "FabricLog", "FabricActors", "CYAML",
+                "Shuttle", "FabricLog", "FabricActors", "FabricYAML",
             ]),
 
         // Thin executables.
