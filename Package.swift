@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "FabricStoreTests", dependencies: ["FabricStore"]),
         .testTarget(name: "FabricHTTPTests", dependencies: ["FabricHTTP"]),
         .testTarget(name: "FabricRuntimeTests", dependencies: ["FabricRuntime"]),
-        .testTarget(name: "FabricProvidersTests", dependencies: ["FabricProviders"]),
+        .testTarget(name: "FabricProvidersTests", dependencies: ["FabricProviders", "FabricHTTP"]),
         .testTarget(name: "FabricActorsTests", dependencies: ["FabricActors"]),
         .testTarget(name: "ShuttleTests", dependencies: ["Shuttle"]),
         .testTarget(name: "WeaverTests", dependencies: ["Weaver"]),

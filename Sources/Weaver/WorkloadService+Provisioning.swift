@@ -200,6 +200,12 @@ extension WorkloadService {
         guard let w = active[id], let ref = w.status.instance else { return }
         switch instance.state {
         case .pending, .unknown:
+            if w.phase == .provisioning, let failure = instance.provisioningError {
+                // The driver gave up on it (a pod Unschedulable past its pending timeout): as if provision failed.
+                terminateLater(ref, reason: "its provider cannot bring it up")
+                provisionFailed(id, ref: ref, error: failure)
+                return
+            }
             // updatedAt: when the instance was asked for (or its ID stored), whichever came last.
             if w.phase == .provisioning, clock.now().since(w.updatedAt) > options.provisioningTimeout {
                 terminateLater(ref, reason: "provisioning timed out")
