@@ -19,6 +19,7 @@ let package = Package(
         .systemLibrary(name: "CMicroHTTPD", path: "Sources/CMicroHTTPD", pkgConfig: "libmicrohttpd"),
         .systemLibrary(name: "CNATS", path: "Sources/CNATS"),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL"),
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl"),
         .target(name: "CShims", dependencies: ["CMicroHTTPD", "CSQLite"], path: "Sources/CShims"),
 
         // Pure cores: no I/O, no clock reads, no unseeded randomness.
@@ -30,7 +31,7 @@ let package = Package(
         .target(name: "FabricStore", dependencies: ["FabricCore", "CSQLite", "CPostgres", "CShims"]),
         .target(name: "FabricHTTP", dependencies: ["FabricCore", "CMicroHTTPD", "CShims"]),
         .target(name: "FabricYAML", dependencies: ["CYAML"]),
-        .target(name: "FabricProviders", dependencies: ["FabricCore", "FabricYAML"]),
+        .target(name: "FabricProviders", dependencies: ["FabricCore", "FabricLog", "FabricYAML", "CCurl", "COpenSSL"]),
         .target(name: "FabricRuntime", dependencies: ["FabricCore"]),
         .target(name: "FabricActors", dependencies: ["FabricCore", "FabricLog", "CNATS"]),
 
@@ -64,7 +65,7 @@ let package = Package(
         .testTarget(name: "FabricStoreTests", dependencies: ["FabricStore"]),
         .testTarget(name: "FabricHTTPTests", dependencies: ["FabricHTTP"]),
         .testTarget(name: "FabricRuntimeTests", dependencies: ["FabricRuntime"]),
-        .testTarget(name: "FabricProvidersTests", dependencies: ["FabricProviders", "FabricHTTP"]),
+        .testTarget(name: "FabricProvidersTests", dependencies: ["FabricProviders", "FabricHTTP", "FabricLog"]),
         .testTarget(name: "FabricActorsTests", dependencies: ["FabricActors"]),
         .testTarget(name: "ShuttleTests", dependencies: ["Shuttle"]),
         .testTarget(name: "WeaverTests", dependencies: ["Weaver"]),
