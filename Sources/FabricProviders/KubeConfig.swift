@@ -10,8 +10,9 @@ public struct KubernetesConnection: Sendable, Hashable, CustomStringConvertible 
     public var server: String
     /// The namespace pods go into, from the kubeconfig context (or the service account), else `default`.
     public var namespace: String
-    /// CA, client certificate and key, sent as bytes with every request.
-    public var tls: TLSOptions
+    /// CA, client certificate and key as bytes, for the libcurl client that talks to this server
+    /// (`KubernetesDriver.transport(for:logger:clock:random:)`).
+    public var tls: TLSSettings
     /// A bearer token, if the user authenticates with one.
     public var token: String?
     /// A file holding the bearer token, read again as it rotates (the service account's `token`, a kubeconfig
@@ -21,7 +22,7 @@ public struct KubernetesConnection: Sendable, Hashable, CustomStringConvertible 
     public var context: String?
 
     public init(
-        server: String, namespace: String = KubeConfig.defaultNamespace, tls: TLSOptions = TLSOptions(),
+        server: String, namespace: String = KubeConfig.defaultNamespace, tls: TLSSettings = TLSSettings(),
         token: String? = nil, tokenFile: String? = nil, context: String? = nil
     ) {
         self.server = server.hasSuffix("/") ? String(server.dropLast()) : server
@@ -32,12 +33,15 @@ public struct KubernetesConnection: Sendable, Hashable, CustomStringConvertible 
         self.context = context
     }
 
+    /// Server, namespace, context and which credentials are set; never a token or key.
     public var description: String {
         var auth: [String] = []
         if let tokenFile { auth.append("token file \(tokenFile)") } else if token != nil { auth.append("token ****") }
         if tls.clientCertificatePEM != nil { auth.append("client certificate") }
-        return
-            "\(server) namespace=\(namespace) context=\(context ?? "in-cluster") auth=\(auth.joined(separator: "+")) \(tls)"
+        var trust = tls.caPEM.map { "ca \($0.count) bytes" } ?? "system CAs"
+        if !tls.verifyPeer { trust = "insecure-skip-tls-verify" }
+        return "\(server) namespace=\(namespace) context=\(context ?? "in-cluster") "
+            + "auth=\(auth.isEmpty ? "none" : auth.joined(separator: "+")) tls=\(trust)"
     }
 }
 
@@ -90,8 +94,8 @@ public enum KubeConfig {
         guard server.hasPrefix("https://") || server.hasPrefix("http://") else {
             throw fail("cluster \"\(clusterName)\" server \"\(server)\" is not an http(s) URL")
         }
-        var tls = TLSOptions()
-        tls.insecureSkipVerify = cluster["insecure-skip-tls-verify"]?.scalar == "true"
+        var tls = TLSSettings()
+        tls.verifyPeer = cluster["insecure-skip-tls-verify"]?.scalar != "true"
         tls.caPEM = try material(
             cluster, data: "certificate-authority-data", file: "certificate-authority", base: baseDirectory,
             fail: fail)
@@ -148,7 +152,7 @@ public enum KubeConfig {
         }
         let namespace = namespaceText.flatMap { $0.isEmpty ? nil : $0 } ?? defaultNamespace
         return KubernetesConnection(
-            server: "https://\(hostPart):\(port)", namespace: namespace, tls: TLSOptions(caPEM: ca),
+            server: "https://\(hostPart):\(port)", namespace: namespace, tls: TLSSettings(caPEM: ca),
             tokenFile: tokenPath)
     }
 

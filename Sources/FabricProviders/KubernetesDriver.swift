@@ -1,5 +1,6 @@
 // The Kubernetes driver: one pod per instance, through the core/v1 REST API on an HTTPTransport.
 import FabricCore
+import FabricLog
 import Foundation
 
 /// Settings of one Kubernetes driver (the `k8s` provider, or CoreWeave through `KubernetesDriver.coreWeave`).
@@ -109,6 +110,17 @@ public actor KubernetesDriver: Provider {
         self.clock = clock
     }
 
+    /// The production transport for a connection: a libcurl client holding the connection's CA, client
+    /// certificate and key, behind retries (Retry-After honoured), a concurrency bound and redacted request logs.
+    public static func transport(
+        for connection: KubernetesConnection, provider: ProviderName, logger: Logger, clock: any WallClock,
+        random: some RandomNumberGenerator & Sendable, policy: RetryPolicy = .default
+    ) -> RetryingTransport {
+        RetryingTransport(
+            CurlHTTPClient(tls: connection.tls), provider: provider.rawValue, policy: policy, logger: logger,
+            clock: clock, random: random)
+    }
+
     // MARK: Provider
 
     /// Offers from the nodes' free capacity (`live`), or the catalog's rows with their `as_of`.
@@ -148,7 +160,7 @@ public actor KubernetesDriver: Provider {
             }
             return existing
         default:
-            throw KubernetesMapping.error(response, provider: name.rawValue, doing: "create pod \(request.name)")
+            throw apiError(response, doing: "create pod \(request.name)")
         }
     }
 
@@ -166,7 +178,7 @@ public actor KubernetesDriver: Provider {
         switch response.status {
         case 200, 202, 404: return
         default:
-            throw KubernetesMapping.error(response, provider: name.rawValue, doing: "delete pod \(instanceName)")
+            throw apiError(response, doing: "delete pod \(instanceName)")
         }
     }
 
@@ -204,7 +216,7 @@ public actor KubernetesDriver: Provider {
         switch response.status {
         case 200: return instance(try decode(KubeWire.Pod.self, response, doing: "get pod \(podName)"))
         case 404: return nil
-        default: throw KubernetesMapping.error(response, provider: name.rawValue, doing: "get pod \(podName)")
+        default: throw apiError(response, doing: "get pod \(podName)")
         }
     }
 
@@ -227,7 +239,7 @@ public actor KubernetesDriver: Provider {
                     continue restart
                 }
                 guard response.status == 200 else {
-                    throw KubernetesMapping.error(response, provider: name.rawValue, doing: what)
+                    throw apiError(response, doing: what)
                 }
                 let page = try decode(KubeWire.List<Item>.self, response, doing: what)
                 items += page.items ?? []
@@ -244,10 +256,9 @@ public actor KubernetesDriver: Provider {
         var headers: [(name: String, value: String)] = [("Accept", "application/json")]
         if !body.isEmpty { headers.append(("Content-Type", "application/json")) }
         if let bearer = try bearerToken() { headers.append(("Authorization", "Bearer \(bearer)")) }
-        let tls = configuration.connection.tls
         let request = HTTPRequest(
             method: method, url: configuration.connection.server + path, headers: headers, body: body,
-            timeout: configuration.requestTimeout, tls: tls.isEmpty ? nil : tls)
+            timeout: configuration.requestTimeout)
         return try await ProviderHTTP.send(request, over: transport, provider: name.rawValue)
     }
 
@@ -274,6 +285,10 @@ public actor KubernetesDriver: Provider {
                 "\(what): HTTP \(response.status) with a body that is not a \(T.self): "
                     + ProviderHTTP.quote(response.body))
         }
+    }
+
+    private func apiError(_ response: HTTPResponse, doing what: String) -> ProviderError {
+        KubernetesMapping.error(response, provider: name.rawValue, doing: what, now: clock.now())
     }
 
     private func reason(of response: HTTPResponse) -> String? {

@@ -246,13 +246,15 @@ public enum KubernetesMapping {
     /// | 410 | Expired | transient (a list restarts before this) |
     /// | 429 | TooManyRequests | rateLimited, Retry-After |
     /// | 5xx | InternalError, ServiceUnavailable … | transient (Retry-After kept) |
-    public static func error(_ response: HTTPResponse, provider: String, doing what: String) -> ProviderError {
+    public static func error(
+        _ response: HTTPResponse, provider: String, doing what: String, now: Timestamp
+    ) -> ProviderError {
         let status = try? JSONDecoder().decode(KubeWire.Status.self, from: response.body)
         let reason = status?.reason
         let detail = status?.message ?? ProviderHTTP.quote(response.body)
         let message = "\(what): HTTP \(response.status)\(reason.map { " \($0)" } ?? ""): \(detail)"
         let retryAfter =
-            ProviderHTTP.retryAfter(response.header("Retry-After"))
+            ProviderHTTP.retryAfter(response.header("Retry-After"), now: now)
             ?? status?.details?.retryAfterSeconds.map { min(.seconds($0), ProviderHTTP.retryAfterMax) }
         let code = reason ?? String(response.status)
         let kind: ProviderErrorKind

@@ -9,13 +9,10 @@ public enum ProviderHTTP {
     /// The most bytes of a response body an error message quotes.
     public static let quotedBodyBytesMax = 512
 
-    /// The wait a `Retry-After` header asks for, in whole seconds (the form Kubernetes and RunPod send), capped at
-    /// `retryAfterMax`; nil when absent or not a non-negative integer (an HTTP date is not read).
-    public static func retryAfter(_ value: String?) -> Duration? {
-        guard let text = value?.trimmingCharacters(in: .whitespaces), let seconds = Int64(text), seconds >= 0 else {
-            return nil
-        }
-        return min(.seconds(seconds), retryAfterMax)
+    /// The wait a `Retry-After` header asks for (seconds or an HTTP date, read by `RetryAfter.parse`), capped at
+    /// `retryAfterMax`; nil when absent or unreadable.
+    public static func retryAfter(_ value: String?, now: Timestamp) -> Duration? {
+        RetryAfter.parse(value, now: now).map { min($0, retryAfterMax) }
     }
 
     /// `name=value` pairs joined with `&`, each percent-encoded for a query component (`=`, `&`, `,`, `/` and
@@ -38,8 +35,10 @@ public enum ProviderHTTP {
         return body.count > quotedBodyBytesMax ? text + "..." : text
     }
 
-    /// Sends a request, turning a transport failure (no connection, timeout, TLS) into a `transient` error with
-    /// code `Transport`. Cancellation passes through as `CancellationError`.
+    /// Sends a request, turning a failure without a response into a ProviderError: a TLS failure (unknown CA, a
+    /// refused client certificate) is `authFailed` with code `TLS`, a request libcurl cannot send is
+    /// `invalidRequest`, anything else (no connection, timeout) is `transient` with code `Transport`.
+    /// Cancellation passes through as `CancellationError`.
     public static func send(
         _ request: HTTPRequest, over transport: any HTTPTransport, provider: String
     ) async throws -> HTTPResponse {
@@ -49,21 +48,23 @@ public enum ProviderHTTP {
             throw error
         } catch is CancellationError {
             throw CancellationError()
+        } catch let error as HTTPTransportError where error.kind == .cancelled {
+            throw CancellationError()
         } catch {
-            throw ProviderError(
-                .transient, provider: provider, code: transportErrorCode,
-                "\(request.method) \(redactedURL(request.url)) failed: \(error)")
+            let what = "\(request.method) \(HTTPRedaction.url(request.url)) failed: \(error)"
+            switch (error as? HTTPTransportError)?.kind {
+            case .tls: throw ProviderError(.authFailed, provider: provider, code: tlsErrorCode, what)
+            case .invalidRequest:
+                throw ProviderError(.invalidRequest, provider: provider, code: transportErrorCode, what)
+            default: throw ProviderError(.transient, provider: provider, code: transportErrorCode, what)
+            }
         }
     }
 
     /// `ProviderError.code` of a request that got no HTTP response.
     public static let transportErrorCode = "Transport"
-
-    /// The URL without its query string (which may carry an `api_key`).
-    public static func redactedURL(_ url: String) -> String {
-        guard let q = url.firstIndex(of: "?") else { return url }
-        return String(url[..<q]) + "?…"
-    }
+    /// `ProviderError.code` of a TLS failure.
+    public static let tlsErrorCode = "TLS"
 
     /// A calendar date `YYYY-MM-DD` (UTC) for `Offer.asOf`.
     public static func date(_ t: Timestamp) -> String { String(t.rfc3339.prefix(10)) }

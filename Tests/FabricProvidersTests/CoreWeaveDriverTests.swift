@@ -23,7 +23,7 @@ struct CoreWeaveDriverTests {
         try fake.start()
         let driver = KubernetesDriver.coreWeave(
             connection: KubernetesConnection(server: fake.baseURL, namespace: "tenant-acme", token: "cw-token"),
-            transport: URLSessionTransport(), clock: clock)
+            transport: CurlHTTPClient(), clock: clock)
         do {
             try await body(fake, driver)
         } catch {

@@ -62,7 +62,7 @@ struct KubeConfigTests {
         #expect(c.tls.caPEM == Data(caPEM.utf8))
         #expect(c.tls.clientCertificatePEM == Data(certPEM.utf8))
         #expect(c.tls.clientKeyPEM == Data(keyPEM.utf8))
-        #expect(c.tls.insecureSkipVerify == false)
+        #expect(c.tls.verifyPeer)
         // Neither the token nor the key shows up in logs.
         #expect(!c.description.contains("prod-token-456"))
         #expect(!c.description.contains("MHcdummyKey"))
@@ -76,7 +76,7 @@ struct KubeConfigTests {
         #expect(c.namespace == "default")
         #expect(c.token == "dev-token-123")
         #expect(c.tls.caPEM == nil)
-        #expect(c.tls.insecureSkipVerify)
+        #expect(!c.tls.verifyPeer)
     }
 
     @Test(
@@ -157,24 +157,75 @@ struct KubeConfigTests {
         #expect(throws: FabricError.self) { try KubeConfig.inCluster(environment: [:], directory: dir) }
     }
 
-    @Test("the driver sends the kubeconfig's CA, client certificate and key as bytes, and its bearer token")
-    func driverSendsCredentials() async throws {
+    @Test("the driver sends the kubeconfig's bearer token to the namespace of its context")
+    func driverSendsToken() async throws {
         let clock = ManualClock()
         let fake = FakeKubernetes(clock: clock, token: "prod-token-456")
         try fake.start()
-        defer { Task { await fake.stop() } }
-        let connection = try KubeConfig.parse(Array(kubeconfigYAML(server: fake.baseURL).utf8))
-        let transport = RecordingTransport(URLSessionTransport())
+        let baseURL = fake.baseURL
+        let connection = try KubeConfig.parse(Array(kubeconfigYAML(server: baseURL).utf8))
+        let transport = RecordingTransport(CurlHTTPClient())
         let driver = KubernetesDriver(
             configuration: KubernetesConfiguration(connection: connection), transport: transport, clock: clock)
-        #expect(try await driver.list().isEmpty)
+        let listed = try await driver.list()
+        await fake.stop()
+        #expect(listed.isEmpty)
         let sent = try #require(transport.requests.first)
-        #expect(sent.tls?.caPEM == Data(caPEM.utf8))
-        #expect(sent.tls?.clientCertificatePEM == Data(certPEM.utf8))
-        #expect(sent.tls?.clientKeyPEM == Data(keyPEM.utf8))
         #expect(sent.header("Authorization") == "Bearer prod-token-456")
-        #expect(sent.url.hasPrefix(fake.baseURL + "/api/v1/namespaces/gpu-jobs/pods?"))
-        #expect(!String(describing: sent.tls!).contains("MHcdummyKey"))
+        #expect(sent.url.hasPrefix(baseURL + "/api/v1/namespaces/gpu-jobs/pods?"))
+    }
+
+    @Test("over real TLS: the kubeconfig's embedded CA, client certificate and key reach libcurl")
+    func mutualTLSFromKubeconfig() async throws {
+        let fixture = try await TLSFixture.make()
+        defer { try? FileManager.default.removeItem(at: fixture.folder) }
+        let port = try freeLoopbackPort()
+        func path(_ name: String) -> String { fixture.folder.appendingPathComponent(name).path }
+        let server = try ServerProcess(
+            "openssl s_server", executable: "/usr/bin/openssl",
+            arguments: [
+                "s_server", "-accept", "127.0.0.1:\(port)", "-cert", path("server.pem"), "-key", path("server.key"),
+                "-CAfile", path("ca.pem"), "-Verify", "1", "-verify_return_error", "-www", "-quiet",
+            ], logFile: fixture.folder.appendingPathComponent("s_server.log"))
+        func kubeconfig(ca: Data) -> [UInt8] {
+            let yaml = """
+                current-context: tls
+                contexts: [{name: tls, context: {cluster: c, user: u}}]
+                clusters: [{name: c, cluster: {server: "https://127.0.0.1:\(port)", certificate-authority-data: \(ca.base64EncodedString())}}]
+                users:
+                - name: u
+                  user:
+                    client-certificate-data: \(fixture.clientCertificatePEM.base64EncodedString())
+                    client-key-data: \(fixture.clientKeyPEM.base64EncodedString())
+                """
+            return Array(yaml.utf8)
+        }
+        func driver(_ connection: KubernetesConnection) -> KubernetesDriver {
+            let transport = KubernetesDriver.transport(
+                for: connection, provider: .k8s, logger: memoryLogger().0, clock: ManualClock(),
+                random: SplitMix64(seed: 1), policy: RetryPolicy(attemptsMax: 1))
+            return KubernetesDriver(
+                configuration: KubernetesConfiguration(connection: connection), transport: transport,
+                clock: ManualClock())
+        }
+        do {
+            try await server.waitUntilListening(port: port)
+            let good = try KubeConfig.parse(kubeconfig(ca: fixture.caPEM))
+            #expect(good.tls.caPEM == fixture.caPEM && good.tls.clientKeyPEM == fixture.clientKeyPEM)
+            // `s_server -www` answers every request with an HTML status page: the handshake (which demands the
+            // client certificate) worked, and the page is not a PodList.
+            let answered = await providerError { _ = try await driver(good).list() }
+            #expect(answered?.code == "MalformedResponse")
+            #expect(answered?.message.contains("HTTP 200") == true)
+            #expect(answered?.message.contains("s_server") == true)
+            let wrongCA = try KubeConfig.parse(kubeconfig(ca: fixture.otherCAPEM))
+            let refused = await providerError { _ = try await driver(wrongCA).list() }
+            #expect(refused?.kind == .authFailed && refused?.code == ProviderHTTP.tlsErrorCode)
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
     }
 
     @Test("a token file is read again after it rotates")
@@ -185,7 +236,7 @@ struct KubeConfigTests {
         let fake = FakeKubernetes(clock: clock)
         try fake.start()
         defer { Task { await fake.stop() } }
-        let transport = RecordingTransport(URLSessionTransport())
+        let transport = RecordingTransport(CurlHTTPClient())
         let driver = KubernetesDriver(
             configuration: KubernetesConfiguration(
                 connection: KubernetesConnection(server: fake.baseURL, tokenFile: dir + "/token")),

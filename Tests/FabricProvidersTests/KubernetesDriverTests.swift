@@ -16,7 +16,7 @@ func withKubernetes<T>(
     var configuration = KubernetesConfiguration(
         connection: KubernetesConnection(server: fake.baseURL, token: token), requestTimeout: .seconds(5))
     configure(&configuration)
-    let driver = KubernetesDriver(configuration: configuration, transport: URLSessionTransport(), clock: clock)
+    let driver = KubernetesDriver(configuration: configuration, transport: CurlHTTPClient(), clock: clock)
     do {
         let result = try await body(fake, driver, clock)
         await fake.stop()
@@ -209,6 +209,28 @@ struct KubernetesDriverTests {
             let retried = try await driver.provision(h100Request("fabric-wl-i-1"))
             #expect(retried.state == .running)
         }
+    }
+
+    @Test("behind the retrying transport a short Retry-After is waited out; a long one reaches the caller")
+    func retryingTransport() async throws {
+        let clock = ManualClock()
+        let fake = FakeKubernetes(clock: clock)
+        try fake.start()
+        let sleeps = RecordedSleeps()
+        let transport = retrying(RetryPolicy(attemptsMax: 3, retryAfterMax: .seconds(30)), sleeps: sleeps)
+        let driver = KubernetesDriver(
+            configuration: KubernetesConfiguration(connection: KubernetesConnection(server: fake.baseURL)),
+            transport: transport, clock: clock)
+        let throttled = FakeKubernetes.statusBody(429, "TooManyRequests", "Too many requests")
+        fake.faults.add(.respond(status: 429, headers: ["Retry-After": "2"], body: throttled), matching: "GET")
+        let listed = try await driver.list()
+        #expect(listed.isEmpty)
+        #expect(sleeps.all == [.seconds(2)])
+        fake.faults.add(.respond(status: 429, headers: ["Retry-After": "120"], body: throttled), matching: "GET")
+        let e = await providerError { _ = try await driver.list() }
+        await fake.stop()
+        #expect(e?.kind == .rateLimited && e?.retryAfter == .seconds(120))
+        #expect(sleeps.all == [.seconds(2)])
     }
 
     @Test("a wrong token is authFailed")

@@ -18,6 +18,9 @@ func request(
         labels: [InstanceRequest.ownerLabel: "fabric", InstanceRequest.workloadLabel: "wl-1"])
 }
 
+/// A fixed `now` for pure mappings.
+let testNow = Timestamp(millisecondsSinceEpoch: 1_800_000_000_000)
+
 @Suite("Kubernetes mapping")
 struct KubernetesMappingTests {
     @Test("a GPU request becomes a pod with requests = limits, class and region affinity, the GPU toleration")
@@ -129,7 +132,7 @@ struct KubernetesMappingTests {
         let body = FakeKubernetes.statusBody(status, reason, message)
         let response = HTTPResponse(
             status: status, headers: retryAfter.map { ["retry-after": $0] } ?? [:], body: Data(body.utf8))
-        let e = KubernetesMapping.error(response, provider: "k8s", doing: "create pod p")
+        let e = KubernetesMapping.error(response, provider: "k8s", doing: "create pod p", now: testNow)
         #expect(e.kind == kind)
         #expect(e.code == reason)
         #expect(e.retryAfter == wait.map { .seconds($0) })
@@ -140,10 +143,12 @@ struct KubernetesMappingTests {
     @Test("a 429 without Retry-After takes details.retryAfterSeconds; a non-Status body is quoted")
     func retryAfterInDetails() {
         let body = FakeKubernetes.statusBody(429, "TooManyRequests", "slow down", retryAfterSeconds: 4)
-        let e = KubernetesMapping.error(HTTPResponse(status: 429, body: Data(body.utf8)), provider: "k8s", doing: "x")
+        let e = KubernetesMapping.error(
+            HTTPResponse(status: 429, body: Data(body.utf8)), provider: "k8s", doing: "x", now: testNow)
         #expect(e.retryAfter == .seconds(4))
         let html = KubernetesMapping.error(
-            HTTPResponse(status: 502, body: Data("<html>Bad Gateway</html>".utf8)), provider: "k8s", doing: "x")
+            HTTPResponse(status: 502, body: Data("<html>Bad Gateway</html>".utf8)), provider: "k8s", doing: "x",
+            now: testNow)
         #expect(html.kind == .transient)
         #expect(html.code == "502")
         #expect(html.message.contains("<html>Bad Gateway</html>"))

@@ -2,6 +2,7 @@
 // log, and JSON helpers.
 import FabricCore
 import FabricHTTP
+import FabricProviders
 import Foundation
 import Synchronization
 
@@ -138,5 +139,20 @@ enum FakeJSON {
         String(
             decoding: (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])) ?? Data(),
             as: UTF8.self)
+    }
+}
+
+/// A transport that remembers every request it passes on (to check headers and bodies).
+final class RecordingTransport: HTTPTransport, Sendable {
+    let inner: any HTTPTransport
+    private let recorded = Mutex<[HTTPRequest]>([])
+
+    init(_ inner: any HTTPTransport) { self.inner = inner }
+
+    var requests: [HTTPRequest] { recorded.withLock { $0 } }
+
+    func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+        recorded.withLock { $0.append(request) }
+        return try await inner.send(request)
     }
 }
