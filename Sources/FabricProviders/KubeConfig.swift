@@ -21,6 +21,7 @@ public struct KubernetesConnection: Sendable, Hashable, CustomStringConvertible 
     /// The kubeconfig context this came from; nil for in-cluster.
     public var context: String?
 
+    /// A connection; a trailing slash on `server` is dropped.
     public init(
         server: String, namespace: String = KubeConfig.defaultNamespace, tls: TLSSettings = TLSSettings(),
         token: String? = nil, tokenFile: String? = nil, context: String? = nil
@@ -192,5 +193,28 @@ public enum KubeConfig {
                 .invalidArgument, "\(what) file \(path) is larger than \(fileBytesMax) bytes", field: "kubeconfig")
         }
         return data
+    }
+}
+
+extension KubernetesConnection {
+    /// The kubeconfig value that selects the in-cluster service account.
+    public static let inClusterKubeconfig = "in-cluster"
+
+    /// The connection a provider's settings describe: `kubeconfig` is a file path, or `in-cluster` (or empty,
+    /// inside a pod) for the service account; a non-empty `namespace` or `endpoint` overrides the context's
+    /// namespace or server (tests, private endpoints).
+    public static func fromSettings(
+        kubeconfig: String, namespace: String = "", endpoint: String = "",
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(FabricError) -> KubernetesConnection {
+        var connection: KubernetesConnection
+        if kubeconfig == inClusterKubeconfig || kubeconfig.isEmpty {
+            connection = try KubeConfig.inCluster(environment: environment)
+        } else {
+            connection = try KubeConfig.load(path: kubeconfig)
+        }
+        if !namespace.isEmpty { connection.namespace = namespace }
+        if !endpoint.isEmpty { connection.server = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint }
+        return connection
     }
 }

@@ -35,6 +35,7 @@ public struct KubernetesConfiguration: Sendable {
     /// The image of pods whose request has none; nil: such requests are refused.
     public var defaultImage: String?
 
+    /// Settings with the defaults below; `namespace` nil means the connection's.
     public init(
         provider: ProviderName = .k8s, connection: KubernetesConnection, namespace: String? = nil,
         nodeLabels: KubernetesNodeLabels = .generic, offerSource: OfferSource = .nodes(KubernetesNodePricing()),
@@ -57,11 +58,15 @@ public struct KubernetesConfiguration: Sendable {
         self.defaultImage = defaultImage
     }
 
+    /// How long a pod may stay Unschedulable before it counts as no capacity.
     public static let pendingTimeoutDefault = Duration.seconds(5 * 60)
+    /// Limit of one API call.
     public static let requestTimeoutDefault = Duration.seconds(30)
+    /// Items per list page.
     public static let listPageSizeDefault = 500
     /// The largest page size asked for.
     public static let listPageSizeMax = 5000
+    /// Seconds a deleted pod gets to stop.
     public static let deleteGracePeriodSecondsDefault = 30
     /// The owner label value weaver puts on every instance.
     public static let ownerDefault = "fabric"

@@ -19,6 +19,7 @@ public struct KubernetesNodeLabels: Sendable, Hashable {
     /// The region nodes without `regionKey` belong to; pods for it get no region affinity.
     public var unlabelledRegion: String
 
+    /// Labels for one cluster flavour; the region label defaults to `topology.kubernetes.io/region`.
     public init(
         gpuKey: String, cpuKey: String? = nil, regionKey: String = KubernetesNodeLabels.regionLabel,
         unlabelledRegion: String = KubernetesNodeLabels.defaultRegion
@@ -77,6 +78,8 @@ public enum KubernetesMapping {
     public static let podNameLengthMax = 253
     /// The longest label value.
     public static let labelValueLengthMax = 63
+    /// Offer memory from node capacity is rounded down to 1/`offerMemoryScale` GiB.
+    public static let offerMemoryScale = 10.0
     /// `ProviderError.code` of a pod Unschedulable past the pending timeout.
     public static let unschedulableCode = "Unschedulable"
 
@@ -362,7 +365,8 @@ public enum KubernetesMapping {
         var best: [String: Offer] = [:]
         for node in nodes where node.ready && node.schedulable {
             let vcpus = Int(node.free.cpuMillis / 1000)
-            let memoryGiB = (Double(node.free.memoryBytes) / 0x1p30 * 10).rounded(.down) / 10
+            let memoryGiB =
+                (Double(node.free.memoryBytes) / 0x1p30 * offerMemoryScale).rounded(.down) / offerMemoryScale
             guard vcpus >= 1, memoryGiB > 0 else { continue }
             let allocGPUs = node.allocatable.gpuCount
             let machineType: String
@@ -435,6 +439,7 @@ public struct KubernetesNodeCapacity: Sendable, Hashable {
     /// `allocatable - requested`, never below zero.
     public var free: Resources
 
+    /// One node's figures.
     public init(
         name: String, region: String, labels: [String: String], ready: Bool, schedulable: Bool, gpuLabel: String?,
         cpuLabel: String?, allocatable: Resources, requested: Resources, free: Resources
@@ -458,6 +463,7 @@ public struct KubernetesNodePricing: Sendable, Hashable {
     public var perVCPUHour: Double
     public var perGiBHour: Double
 
+    /// Prices per hour; all zero by default.
     public init(perGPUHour: Double = 0, perVCPUHour: Double = 0, perGiBHour: Double = 0) {
         self.perGPUHour = perGPUHour
         self.perVCPUHour = perVCPUHour

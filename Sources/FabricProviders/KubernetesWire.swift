@@ -16,6 +16,7 @@ public enum KubeWire {
         public var deletionTimestamp: String?
         public var resourceVersion: String?
 
+        /// Metadata for a new object.
         public init(
             name: String? = nil, namespace: String? = nil, labels: [String: String]? = nil,
             annotations: [String: String]? = nil
@@ -35,6 +36,7 @@ public enum KubeWire {
         public var spec: PodSpec?
         public var status: PodStatus?
 
+        /// A new `v1` Pod.
         public init(metadata: ObjectMeta, spec: PodSpec) {
             apiVersion = "v1"
             kind = "Pod"
@@ -54,6 +56,7 @@ public enum KubeWire {
         public var tolerations: [Toleration]?
         public var terminationGracePeriodSeconds: Int?
 
+        /// A spec with these containers.
         public init(containers: [Container]) { self.containers = containers }
     }
 
@@ -65,6 +68,7 @@ public enum KubeWire {
         public var env: [EnvVar]?
         public var resources: ResourceRequirements?
 
+        /// A container with only its name set.
         public init(name: String) { self.name = name }
     }
 
@@ -73,6 +77,7 @@ public enum KubeWire {
         public var name: String
         public var value: String?
 
+        /// `name=value`.
         public init(name: String, value: String) {
             self.name = name
             self.value = value
@@ -84,6 +89,7 @@ public enum KubeWire {
         public var requests: [String: String]?
         public var limits: [String: String]?
 
+        /// Requests and limits by resource name.
         public init(requests: [String: String]?, limits: [String: String]?) {
             self.requests = requests
             self.limits = limits
@@ -123,6 +129,7 @@ public enum KubeWire {
         public var `operator`: String
         public var values: [String]?
 
+        /// A requirement on a node label.
         public init(key: String, operator op: String, values: [String]?) {
             self.key = key
             self.operator = op
@@ -137,6 +144,7 @@ public enum KubeWire {
         public var value: String?
         public var effect: String?
 
+        /// A toleration (`operator` `Exists` or `Equal`).
         public init(key: String?, operator op: String?, value: String? = nil, effect: String?) {
             self.key = key
             self.operator = op

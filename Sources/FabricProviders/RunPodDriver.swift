@@ -26,6 +26,7 @@ public struct RunPodConfiguration: Sendable, CustomStringConvertible {
     /// Whether `offers` asks the API for current prices (else the catalog's).
     public var livePrices: Bool
 
+    /// Settings with the defaults below.
     public init(
         apiKey: String, endpoint: String = RunPodConfiguration.endpointDefault, catalog: OfferCatalog = .bundled,
         requestTimeout: Duration = .seconds(30), namePrefix: String = RunPodConfiguration.namePrefixDefault,
@@ -45,9 +46,11 @@ public struct RunPodConfiguration: Sendable, CustomStringConvertible {
         self.livePrices = livePrices
     }
 
+    /// RunPod's GraphQL endpoint.
     public static let endpointDefault = "https://api.runpod.io/graphql"
     /// The prefix of weaver's instance names (`fabric-<workload>-<version>`).
     public static let namePrefixDefault = "fabric-"
+    /// Container disk per pod, in GB.
     public static let containerDiskGBDefault = 50
 
     /// Endpoint and settings; the key as `****`.
@@ -83,6 +86,8 @@ public actor RunPodDriver: Provider {
 
     /// The most pods one `myself` answer may hold before the driver refuses it as implausible.
     public static let podsMax = 10_000
+    /// Spot bids are rounded to 1/`bidScale` dollars per GPU-hour (a tenth of a cent).
+    public static let bidScale = 1000.0
     /// `ProviderError.code` of a body that is not the expected JSON.
     public static let malformedCode = "MalformedResponse"
 
@@ -184,7 +189,7 @@ public actor RunPodDriver: Provider {
             guard let spot = spotPrice(region: request.region, machineType: request.machineType) else {
                 throw invalid("no spot price is known for \(request.machineType) in \(request.region)")
             }
-            input.bidPerGpu = (spot / Double(type.gpuCount) * 1000).rounded() / 1000
+            input.bidPerGpu = (spot / Double(type.gpuCount) * Self.bidScale).rounded() / Self.bidScale
             document = RunPodGraphQL.rentInterruptable
         } else {
             document = RunPodGraphQL.deployOnDemand

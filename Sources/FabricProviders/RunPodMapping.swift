@@ -60,6 +60,7 @@ public enum RunPodWire {
 
         enum CodingKeys: String, CodingKey { case message, path, extensions }
 
+        /// Reads an error leniently: a missing message, mixed path elements.
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             message = (try? c.decode(String.self, forKey: .message)) ?? "unknown error"
@@ -80,6 +81,7 @@ public enum RunPodWire {
             extensions = try? c.decode(Extensions.self, forKey: .extensions)
         }
 
+        /// An error with a message and path.
         public init(message: String, path: [String]? = nil) {
             self.message = message
             self.path = path
@@ -103,6 +105,7 @@ public enum RunPodWire {
             case id, name, desiredStatus, costPerHr, gpuCount, imageName, env, machine, runtime
         }
 
+        /// Reads a pod leniently: fields of unexpected types are left nil, env as strings or key/value pairs.
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             id = try c.decode(String.self, forKey: .id)
@@ -222,11 +225,15 @@ public struct RunPodMachineType: Sendable, Hashable {
 
 /// The RunPod driver's pure translations.
 public enum RunPodMapping {
-    /// Environment variables Fabric sets on its pods, read back by `list` and `status`.
+    /// Environment variables Fabric sets on its pods, read back by `list` and `status`: the owner label.
     public static let ownerEnv = "FABRIC_OWNER"
+    /// The workload ID (the workload label).
     public static let workloadEnv = "FABRIC_WORKLOAD"
+    /// The offer's region (RunPod data center).
     public static let regionEnv = "FABRIC_REGION"
+    /// The offer's machine type.
     public static let machineTypeEnv = "FABRIC_MACHINE_TYPE"
+    /// `true` for a spot (interruptible) pod.
     public static let spotEnv = "FABRIC_SPOT"
 
     /// Phrases of RunPod's capacity refusals (provider-apis.md §3), matched case-insensitively.

@@ -228,6 +228,20 @@ struct KubeConfigTests {
         await server.stop()
     }
 
+    @Test("settings: a kubeconfig path with namespace and endpoint overrides; in-cluster by name")
+    func fromSettings() throws {
+        let dir = try temporaryDirectory()
+        try Data(kubeconfigYAML().utf8).write(to: URL(fileURLWithPath: dir + "/config"))
+        let c = try KubernetesConnection.fromSettings(
+            kubeconfig: dir + "/config", namespace: "batch", endpoint: "http://127.0.0.1:9/")
+        #expect(c.server == "http://127.0.0.1:9" && c.namespace == "batch" && c.token == "prod-token-456")
+        let plain = try KubernetesConnection.fromSettings(kubeconfig: dir + "/config")
+        #expect(plain.server == "https://10.0.0.1:6443" && plain.namespace == "gpu-jobs")
+        #expect(throws: FabricError.self) {
+            try KubernetesConnection.fromSettings(kubeconfig: "in-cluster", environment: [:])
+        }
+    }
+
     @Test("a token file is read again after it rotates")
     func tokenRotation() async throws {
         let dir = try temporaryDirectory()
