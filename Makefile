@@ -9,10 +9,11 @@ SHUTTLE_ARGS ?=
 export SHUTTLE_ARGS
 SEED ?= 1
 RUNS ?= 20
+SIM_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help bootstrap build release weaver shuttle run test test-unit test-integration bench bench-api bench-actors \
-	bench-scheduler bench-cost fmt lint clean sim
+	bench-scheduler bench-cost fmt lint clean sim sim-swarm
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -53,7 +54,7 @@ bench: bench-api bench-actors bench-scheduler bench-cost ## run every benchmark
 bench-api: bootstrap ## wrk against weaver (SQLite, PostgreSQL), a bare libmicrohttpd responder and nginx
 	./scripts/bench-api
 
-bench-actors: bootstrap ## distributed-actor round trips over NATS beside raw cnats requests, and in one process
+bench-actors: bootstrap ## calls/s, p50, p99 of distributed-actor round trips over NATS beside raw cnats requests, and in one process
 	$(SWIFT) build -c release --build-tests -Xswiftc -enable-testing
 	FABRIC_BENCH_ACTORS=1 $(SWIFT) test -c release --skip-build --filter ActorBenchmarks
 
@@ -66,8 +67,16 @@ bench-cost: bootstrap ## $/h of standard batches (BatchPlanner, one machine each
 	mkdir -p .tmp && $(BIN_RELEASE)/fabric-bench-cost --out .tmp/cost-batches.jsonl $(ARGS)
 	.venv/bin/python scripts/cost-bound --max-ratio 1.03 .tmp/cost-batches.jsonl
 
-sim: ## run the simulator with one seed (SEED=N)
-	$(SWIFT) run -c release fabric-sim --seed $(SEED)
+sim: ## run the deterministic fleet simulation with one seed (SEED=N, SIM_ARGS="--nodes 1000 --duration 6h")
+	$(SWIFT) run -c release fabric-sim --seed $(SEED) $(SIM_ARGS)
+
+sim-swarm: ## run seeds 1..RUNS (RUNS=N), stop at the first failure and print its reproduce line
+	$(SWIFT) build -c release --product fabric-sim
+	@for seed in $$(seq 1 $(RUNS)); do \
+		out=$$($(BIN_RELEASE)/fabric-sim --seed $$seed --quiet $(SIM_ARGS) 2>&1); rc=$$?; \
+		if [ $$rc -ne 0 ]; then echo "$$out"; echo "sim-swarm: seed $$seed failed"; exit 1; fi; \
+		echo "seed $$seed ok $$(echo "$$out" | tail -n 1)"; \
+	done; echo "sim-swarm: $(RUNS) seeds passed"
 
 fmt: ## format the code with the checked-in .swift-format
 	$(SWIFT) format -i -r Sources Tests Simulation Benchmarks Package.swift

@@ -44,12 +44,17 @@ let package = Package(
                 "Shuttle", "FabricLog", "FabricActors", "FabricYAML",
             ]),
 
+        // The deterministic fleet simulator: production cores with the seams (clock, randomness, IDs, providers,
+        // node runtimes) replaced; `fabric-sim` is its thin executable.
+        .target(
+            name: "FabricSimulation", dependencies: ["FabricCore", "FabricScheduler", "FabricProviders", "COpenSSL"],
+            path: "Simulation/FabricSimulation"),
+
         // Thin executables.
         .executableTarget(name: "weaver", dependencies: ["Weaver"]),
         .executableTarget(name: "shuttle", dependencies: ["Shuttle", "Weaver"]),
         .executableTarget(name: "fabric-monitor", dependencies: []),
-        .executableTarget(
-            name: "fabric-sim", dependencies: ["FabricCore", "FabricScheduler", "Weaver"], path: "Simulation"),
+        .executableTarget(name: "fabric-sim", dependencies: ["FabricSimulation"], path: "Simulation/fabric-sim"),
         .executableTarget(
             name: "fabric-bench-http", dependencies: ["CMicroHTTPD", "CShims"], path: "Benchmarks/fabric-bench-http"),
         .executableTarget(
@@ -69,6 +74,7 @@ let package = Package(
         .testTarget(name: "FabricActorsTests", dependencies: ["FabricActors"]),
         .testTarget(name: "ShuttleTests", dependencies: ["Shuttle"]),
         .testTarget(name: "WeaverTests", dependencies: ["Weaver"]),
+        .testTarget(name: "SimulationTests", dependencies: ["FabricSimulation"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Weaver"]),
     ]
 )

@@ -72,6 +72,7 @@ struct WeaverAPI: Sendable {
             return try .json(n)
         }
         r.post("/v1/nodes/:id/drain") { req in try .json(await service.drain(try req.parameter("id"))) }
+        r.delete("/v1/nodes/:id") { req in try .json(await service.deregister(try req.parameter("id"))) }
         r.get("/v1/scheduler/status") { _ in try .json(await service.schedulerStatus()) }
         return r
     }

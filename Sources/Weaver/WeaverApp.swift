@@ -106,6 +106,7 @@ public final class WeaverApp: Sendable {
         let idGenerator = ids ?? SeededIDGenerator(seed: UInt64.random(in: 0...UInt64.max))
         options.nodeTiming = settings.clusterTiming
         options.joinToken = settings.clusterJoinToken
+        options.crashAfterProvision = ProcessInfo.processInfo.environment["WEAVER_FAULT_CRASH_AFTER_PROVISION"] == "1"
 
         // The actor system nodes reach weaver on: NATS when nats.url is set, else in-process.
         let network = LoopbackNetwork()

@@ -47,7 +47,7 @@ extension WorkloadService: NodeRegistry {
         info.state = previous?.state ?? .ready
         info.registeredAt = now
         info.lastHeartbeat = now
-        info.eventSeq = previous?.eventSeq
+        info.eventSeq = previous?.eventSeq ?? nodeEventSeq.removeValue(forKey: id)
         nodes[id] = info
         clients[id] = client
         sessions[id] = r.session
@@ -100,6 +100,36 @@ extension WorkloadService: NodeRegistry {
             logger.info("node draining", ["node": id])
             return nodes[id] ?? n
         }
+    }
+
+    // MARK: - Deregister
+
+    /// Removes a node for good: it leaves the node list and placement, and a `deregistered` event is published.
+    ///
+    /// Allowed when the node runs no workloads (drain it and let them end, or delete them, first), or when it is
+    /// lost (its workloads were already marked lost and rescheduled). A shuttle still running under that name is
+    /// answered `registerAgain` at its next heartbeat and joins again as a new node: stop it first.
+    /// - Returns: the node as it was last, in state `deregistered`.
+    /// - Throws: `.notFound` for an unknown node; `.failedPrecondition` naming the count while it runs workloads.
+    public func deregister(_ id: String) throws -> NodeInfo {
+        guard let n = nodes[id] else { throw FabricError(.notFound, "node \(id) not found", field: "id") }
+        let running =
+            n.state == .lost ? 0 : active.values.count(where: { $0.status.node == id && Self.isPlaced($0.phase) })
+        guard running == 0 else {
+            throw FabricError(
+                .failedPrecondition,
+                "node \(id) runs \(running) workload\(running == 1 ? "" : "s"): drain it and wait for them to end (or "
+                    + "delete them) before deregistering it")
+        }
+        for (wid, a) in allocations where a.node == id { release(wid) }
+        let directives = lifecycle.onDeregister(id)
+        apply(directives.isEmpty ? [.forget(id)] : directives, reason: "Deregistered")
+        logger.info("node deregistered", ["node": id, "from": n.state.rawValue])
+        var last = n
+        last.state = .deregistered
+        last.allocated = .zero
+        last.eventSeq = nodeEventSeq[id] ?? n.eventSeq
+        return last
     }
 
     // MARK: - Lifecycle
@@ -155,7 +185,8 @@ extension WorkloadService: NodeRegistry {
             case .markDraining(let id):
                 setNodeState(id, .draining, reason: "Drained", message: "no new work; running work continues")
             case .forget(let id):
-                setNodeState(id, .deregistered, reason: "Deregistered", message: nil)
+                setNodeState(id, .deregistered, reason: "Deregistered", message: "removed from the cluster")
+                nodeEventSeq[id] = nodes[id]?.eventSeq  // a node joining again under this name continues the sequence
                 nodes[id] = nil
                 clients[id] = nil
                 sessions[id] = nil

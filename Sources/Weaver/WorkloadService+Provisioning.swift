@@ -95,6 +95,11 @@ extension WorkloadService {
             let instance = try await withProviderRetries(provider.name.rawValue) {
                 try await provider.provision(request)
             }
+            if options.crashAfterProvision {
+                logger.error(
+                    "fault injection: exiting before the provisioned instance is stored", ["instance": ref.name])
+                exit(137)
+            }
             await provisioned(id, ref: ref, instance: instance)
         } catch {
             await provisionFailed(id, ref: ref, error: Self.providerError(error, provider: provider.name.rawValue))

@@ -50,6 +50,10 @@ public struct WorkloadServiceOptions: Sendable {
     public var provisioningTimeout: Duration = .seconds(900)
     /// How often every provider's list of Fabric-owned instances is reconciled with the store.
     public var reconcileInterval: Duration = .seconds(60)
+    /// Fault injection for crash tests: the process exits (code 137, as if killed) right after a provider made
+    /// an instance and before the answer is stored. Set by `WEAVER_FAULT_CRASH_AFTER_PROVISION=1`; never in
+    /// production.
+    public var crashAfterProvision = false
 
     public init() {}
 }
@@ -100,7 +104,8 @@ public actor WorkloadService {
     var sessions: [String: String] = [:]
     /// Heartbeat bookkeeping: ready, suspect, lost, draining.
     var lifecycle: NodeLifecycle
-    /// Per-node event sequence numbers (`fabric.events.node.<id>`).
+    /// The last event sequence number of each deregistered node, so that a node joining again under the same name
+    /// continues its subject's (`fabric.events.node.<id>`) sequence.
     var nodeEventSeq: [String: Int] = [:]
     /// Whether the link to the nodes (NATS) is up; while it is down nobody is declared lost.
     let linkUp: @Sendable () -> Bool

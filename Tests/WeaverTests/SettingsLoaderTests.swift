@@ -197,6 +197,16 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         ("server.address", ":70000", "expected host:port or :port with a port from 0 to 65535"),
         ("database.url", "mysql://db/fabric", "expected a URL starting with postgres:// or postgresql://"),
         ("nats.url", "http://nats:4222", "expected a URL starting with nats:// or tls://"),
+        ("nats.url", "nats://h:99999", "expected a port from 1 to 65535 after the host"),
+        ("nats.url", "tls://h:0", "expected a port from 1 to 65535 after the host"),
+        ("nats.url", "nats://h:42x", "expected a port from 1 to 65535 after the host"),
+        ("database.url", "postgresql://h:99999/db", "expected a port from 1 to 65535 after the host"),
+        ("database.url", "postgres://a:5432,b:70000/db", "expected a port from 1 to 65535 after the host"),
+        ("database.url", "postgres://[::1]:65536/db", "expected a port from 1 to 65535 after the host"),
+        (
+            "providers.runpod.endpoint", "https://api.runpod.io:123456/v2",
+            "expected a port from 1 to 65535 after the host"
+        ),
         ("server.body_bytes_max", "lots", "expected a byte size like 10Mi, 1Gi or 1048576"),
         ("server.body_bytes_max", "2Gi", "must be between 1Ki and 1Gi"),
         ("node.price_per_hour", "-1", "must be between 0 and 10000"),
@@ -277,6 +287,30 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
             error.message
                 == "invalid value \"mysql://fabric:****@db/fabric\" for database.url (from flag --database-url): "
                 + "expected a URL starting with postgres:// or postgresql://")
+    }
+
+    @Test func aURLWithABadPortIsRejectedWithItsPasswordMasked() throws {
+        let error = try #require(loadError(env: ["FABRIC_DATABASE_URL": "postgres://fabric:hunter2@db:99999/fabric"]))
+        #expect(
+            error.message
+                == "invalid value \"postgres://fabric:****@db:99999/fabric\" for database.url (from environment "
+                + "FABRIC_DATABASE_URL): expected a port from 1 to 65535 after the host")
+        #expect(error.problems.map(\.key) == ["database.url"])
+        #expect(!error.message.contains("hunter2"))
+    }
+
+    @Test(arguments: [
+        ("nats.url", "nats://n:4222"), ("nats.url", "nats://n"), ("nats.url", "tls://u:p:w@n:65535"),
+        ("nats.url", "nats://[::1]:4222"), ("nats.url", "nats://[::1]"), ("database.url", "postgresql:///fabric"),
+        ("database.url", "postgres://a:5432,b,[::1]:5433/db?port=99999"), ("database.url", "postgres://db:1/x#y:0"),
+        ("providers.aws.endpoint", "http://127.0.0.1:5000"),
+    ])
+    func urlsWithGoodOrNoPortsPass(key: String, value: String) throws {
+        let d = try #require(SettingsSchema.descriptor(forKey: key))
+        let s = try loadSettings(["\(d.flag)=\(value)"])
+        #expect(s.nats.url == (key == "nats.url" ? value : ""))
+        #expect(s.database.url == (key == "database.url" ? value : ""))
+        #expect(s.providers.aws.endpoint == (key == "providers.aws.endpoint" ? value : ""))
     }
 
     @Test(arguments: [["--server-address"], ["--server-address", "--log-level", "debug"]])

@@ -5,6 +5,7 @@ import FabricRuntime
 import FabricStore
 import Foundation
 import Shuttle
+import Synchronization
 import Testing
 
 @testable import Weaver
@@ -21,6 +22,8 @@ struct ServiceHarness {
     let host: NodeHost
     let network = LoopbackNetwork()
     let logger: Logger
+    /// Every workload and node event the service published.
+    let published = RecordingPublisher()
 
     init(cpu: Int64 = 2000, restartBase: Duration = .seconds(1), dir: String? = nil) async throws {
         self.dir = dir ?? NSTemporaryDirectory() + "fabric-svc-\(UUID().uuidString.prefix(8))"
@@ -35,7 +38,8 @@ struct ServiceHarness {
         let logger = Logger(component: "test", level: .debug, sink: sink)
         self.logger = logger
         service = WorkloadService(
-            store: store, clock: clock, ids: SeededIDGenerator(seed: 7), logger: logger, options: options)
+            store: store, clock: clock, ids: SeededIDGenerator(seed: 7), logger: logger, options: options,
+            events: published)
         let runtime = ProcessRuntime(root: self.dir + "/workloads", logBytesMax: 1 << 20)
         let node = NodeInfo(
             id: "local", name: "local", capacity: Resources(cpuMillis: cpu, memoryBytes: 4 << 30),
@@ -93,6 +97,17 @@ struct ServiceHarness {
         try await Task.sleep(for: .milliseconds(100))  // let queued writes land
         return try await store.events(workloadID: id, afterSeq: 0, limit: 100).map { "\($0.to.rawValue):\($0.reason)" }
     }
+}
+
+/// An event publisher that keeps what it is given.
+final class RecordingPublisher: EventPublisher {
+    private let state = Mutex<(workloads: [WorkloadEvent], nodes: [NodeEvent])>(([], []))
+
+    func publish(_ event: WorkloadEvent) { state.withLock { $0.workloads.append(event) } }
+    func publish(_ event: NodeEvent) { state.withLock { $0.nodes.append(event) } }
+
+    /// The node events of `node`, in the order published.
+    func nodeEvents(_ node: String) -> [NodeEvent] { state.withLock { $0.nodes.filter { $0.node == node } } }
 }
 
 @Suite(.serialized) struct WorkloadServiceTests {

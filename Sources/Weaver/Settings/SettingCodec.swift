@@ -177,6 +177,9 @@ extension SettingCodec where Value == String {
                     text.count > prefix.count, text.count <= SettingsLimits.urlLengthMax,
                     !text.contains(where: { $0.isWhitespace })
                 else { throw SettingValueError(expected) }
+                if let problem = SettingText.urlPortProblem(text.dropFirst(prefix.count)) {
+                    throw SettingValueError(problem)
+                }
                 return text
             }, render: { $0 })
     }
@@ -455,6 +458,36 @@ enum SettingText {
         case "false", "no", "0": false
         default: nil
         }
+    }
+
+    /// Ports a URL may name.
+    static let urlPorts = 1...65535
+
+    /// Why the ports in a URL's authority (what follows `scheme://`) are wrong, or nil when every host's port is
+    /// absent or in `urlPorts`. The authority ends at `/`, `?` or `#`; user info before the last `@` is skipped;
+    /// several `host:port` entries may be separated by commas (libpq's multi-host URLs); `[v6]:port` is understood.
+    static func urlPortProblem(_ afterScheme: Substring) -> String? {
+        let end = afterScheme.firstIndex(where: { "/?#".contains($0) }) ?? afterScheme.endIndex
+        var authority = afterScheme[..<end]
+        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        let expected = "expected a port from \(urlPorts.lowerBound) to \(urlPorts.upperBound) after the host"
+        for host in authority.split(separator: ",", omittingEmptySubsequences: false) {
+            let portText: Substring
+            if host.hasPrefix("[") {
+                guard let close = host.firstIndex(of: "]") else { return "expected ] after an IPv6 address" }
+                let rest = host[host.index(after: close)...]
+                if rest.isEmpty { continue }
+                guard rest.hasPrefix(":") else { return expected }
+                portText = rest.dropFirst()
+            } else {
+                guard let colon = host.lastIndex(of: ":") else { continue }
+                portText = host[host.index(after: colon)...]
+            }
+            guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy({ $0.isASCII && $0.isNumber }),
+                let port = Int(portText), urlPorts.contains(port)
+            else { return expected }
+        }
+        return nil
     }
 
     /// `host:port` or `:port`; a bracketed IPv6 host (`[::1]:80`) loses its brackets.

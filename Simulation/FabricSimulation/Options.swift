@@ -1,0 +1,155 @@
+/// The schedulers a run can place with: the production one, its brute-force reference, and two deliberately
+/// broken variants the invariants must catch.
+public enum SchedulerVariant: String, Sendable, CaseIterable {
+    /// `PlacementIndex`, what weaver places with.
+    case index
+    /// `PlacementStack.select` over the whole snapshot for every decision (slow, the reference).
+    case reference
+    /// Broken on purpose: GPU count is checked but the GPU model is ignored.
+    case brokenGPUType = "broken-gpu-type"
+    /// Broken on purpose: a node that joins (a new machine with its reserved workload) or comes back from suspect
+    /// or lost is re-added with nothing allocated, forgetting the work held there (double booking).
+    case brokenDoubleBook = "broken-double-book"
+}
+
+/// `fabric-sim`'s command line, parsed by hand (the toolchain has no argument parser).
+public struct SimOptions: Sendable, Equatable {
+    /// Bounds on what a command line may ask for.
+    public static let nodesMax = 20_000
+    public static let durationMax: Duration = .seconds(7 * 86_400)
+    public static let durationMin: Duration = .seconds(60)
+
+    public var seed: UInt64
+    /// Overrides the fleet size the seed picks.
+    public var nodes: Int? = nil
+    /// Overrides the fault phase's length the seed picks.
+    public var duration: Duration? = nil
+    public var scheduler: SchedulerVariant = .index
+    /// Prints only the summary and the hash, not progress.
+    public var quiet = false
+    /// Writes every event-log line to this file too.
+    public var logPath: String? = nil
+
+    public init(seed: UInt64, nodes: Int? = nil, duration: Duration? = nil, scheduler: SchedulerVariant = .index) {
+        self.seed = seed
+        self.nodes = nodes
+        self.duration = duration
+        self.scheduler = scheduler
+    }
+
+    public static let usage = """
+        usage: fabric-sim --seed N [--nodes N] [--duration 1d|6h|30m|90s] [--scheduler VARIANT] [--log FILE]
+                          [--quiet] [--help]
+
+        Runs the deterministic fleet simulation: the seed picks the fleet (10 to 10,000 nodes from the bundled
+        catalog), the workload mix, arrivals and fault rates. A fault phase of --duration is followed by a
+        liveness phase without faults in which everything must converge. Invariants are checked after every
+        event; a violation prints `reproduce: make sim SEED=N` and exits with status 1. The last line is
+        `event-log sha256=<hex>`: the same seed always gives the same hash.
+
+          --seed N          the seed (required), 0 to 2^64-1
+          --nodes N         fleet size, 1 to \(nodesMax) (default: drawn from the seed)
+          --duration D      fault phase length, 1m to 7d, e.g. 90s, 30m, 6h, 1d (default: drawn from the seed)
+          --scheduler V     index (default), reference (brute force), broken-gpu-type, broken-double-book
+          --log FILE        also write the event log to FILE
+          --quiet           print only the summary and the hash
+          --help            this text
+        """
+
+    /// What parsing returns: options to run with, or a request for the usage text.
+    public enum Parsed: Equatable, Sendable {
+        case run(SimOptions)
+        case help
+    }
+
+    /// Parses the arguments after the program name.
+    public static func parse(_ args: [String]) throws(SimError) -> Parsed {
+        var seed: UInt64? = nil
+        var o = SimOptions(seed: 0)
+        var i = 0
+        func value(_ name: String) throws(SimError) -> String {
+            i += 1
+            guard i < args.count, !args[i].hasPrefix("--") else { throw SimError(.usage, "\(name) needs a value") }
+            return args[i]
+        }
+        while i < args.count {
+            let a = args[i]
+            switch a {
+            case "--seed":
+                let v = try value(a)
+                guard let s = UInt64(v) else {
+                    throw SimError(.usage, "--seed takes a whole number from 0 to 2^64-1, got \"\(v)\"")
+                }
+                seed = s
+            case "--nodes":
+                let v = try value(a)
+                guard let n = Int(v), (1...nodesMax).contains(n) else {
+                    throw SimError(.usage, "--nodes takes a whole number from 1 to \(nodesMax), got \"\(v)\"")
+                }
+                o.nodes = n
+            case "--duration":
+                let v = try value(a)
+                guard let d = parseDuration(v) else {
+                    throw SimError(
+                        .usage, "--duration takes a number and a unit (s, m, h, d), e.g. 6h or 1d, got \"\(v)\"")
+                }
+                guard d >= durationMin, d <= durationMax else {
+                    throw SimError(.usage, "--duration must be from 1m to 7d, got \"\(v)\"")
+                }
+                o.duration = d
+            case "--scheduler":
+                let v = try value(a)
+                guard let s = SchedulerVariant(rawValue: v) else {
+                    let names = SchedulerVariant.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw SimError(.usage, "--scheduler takes one of \(names), got \"\(v)\"")
+                }
+                o.scheduler = s
+            case "--log": o.logPath = try value(a)
+            case "--quiet", "-q": o.quiet = true
+            case "--help", "-h": return .help
+            default: throw SimError(.usage, "unknown option \"\(a)\" (see --help)")
+            }
+            i += 1
+        }
+        guard let seed else { throw SimError(.usage, "--seed N is required (see --help)") }
+        o.seed = seed
+        return .run(o)
+    }
+
+    /// `90s`, `30m`, `6h`, `1d`: a positive whole number and one unit.
+    public static func parseDuration(_ text: String) -> Duration? {
+        guard let unit = text.last, let n = Int64(text.dropLast()), n > 0, n <= 1_000_000 else { return nil }
+        switch unit {
+        case "s": return .seconds(n)
+        case "m": return .seconds(n * 60)
+        case "h": return .seconds(n * 3600)
+        case "d": return .seconds(n * 86_400)
+        default: return nil
+        }
+    }
+}
+
+/// An error of the simulator, with a code and a message a person reads.
+public struct SimError: Error, Equatable, CustomStringConvertible {
+    public enum Code: String, Sendable { case usage }
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+extension SimOptions {
+    /// The command that runs this exact simulation again.
+    public var reproduceCommand: String {
+        var extra: [String] = []
+        if let nodes { extra.append("--nodes \(nodes)") }
+        if let duration { extra.append("--duration \(duration.components.seconds)s") }
+        if scheduler != .index { extra.append("--scheduler \(scheduler.rawValue)") }
+        return "make sim SEED=\(seed)" + (extra.isEmpty ? "" : " SIM_ARGS=\"\(extra.joined(separator: " "))\"")
+    }
+}

@@ -1,0 +1,38 @@
+// fabric-sim: the deterministic fleet simulator (`make sim SEED=N`, `make sim-swarm RUNS=N`).
+import FabricSimulation
+import Foundation
+
+let options: SimOptions
+do {
+    switch try SimOptions.parse(Array(CommandLine.arguments.dropFirst())) {
+    case .help:
+        print(SimOptions.usage)
+        exit(0)
+    case .run(let o): options = o
+    }
+} catch {
+    FileHandle.standardError.write(Data("fabric-sim: \(error.message)\n".utf8))
+    exit(2)
+}
+
+let sim = Simulation(options: options, keepLog: options.logPath != nil)
+if !options.quiet { print("scenario: \(sim.scenario.description)") }
+// Wall time is read only to print the speed; nothing in the run depends on it.
+let started = ContinuousClock.now
+let violation = sim.run()
+let wall = ContinuousClock.now - started
+let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
+for line in sim.summary(wallSeconds: wallSeconds) { print(line) }
+if let path = options.logPath {
+    let text = sim.logLines.joined(separator: "\n") + "\n"
+    if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
+        FileHandle.standardError.write(Data("fabric-sim: cannot write the event log to \(path)\n".utf8))
+    }
+}
+if let violation {
+    print("VIOLATION \(violation)")
+    print("at simulated ms \(violation.at.millisecondsSinceEpoch - 1_800_000_000_000), seed \(options.seed)")
+    print("reproduce: \(options.reproduceCommand)")
+}
+print(sim.hashLine)
+exit(violation == nil ? 0 : 1)
