@@ -30,7 +30,8 @@ let package = Package(
         // Shells.
         .target(name: "FabricStore", dependencies: ["FabricCore", "CSQLite", "CPostgres", "CShims"]),
         .target(name: "FabricHTTP", dependencies: ["FabricCore", "CMicroHTTPD", "CShims"]),
-        .target(name: "FabricProviders", dependencies: ["FabricCore", "FabricLog", "CCurl", "COpenSSL"]),
+        .target(name: "FabricYAML", dependencies: ["CYAML"]),
+        .target(name: "FabricProviders", dependencies: ["FabricCore", "FabricLog", "FabricYAML", "CCurl", "COpenSSL"]),
         .target(name: "FabricRuntime", dependencies: ["FabricCore"]),
         .target(name: "FabricActors", dependencies: ["FabricCore", "FabricLog", "CNATS"]),
 
@@ -40,7 +41,7 @@ let package = Package(
             name: "Weaver",
             dependencies: [
                 "FabricCore", "FabricScheduler", "FabricStore", "FabricHTTP", "FabricProviders", "FabricRuntime",
-                "Shuttle", "FabricLog", "FabricActors", "CYAML",
+                "Shuttle", "FabricLog", "FabricActors", "FabricYAML",
             ]),
 
         // The deterministic fleet simulator: production cores with the seams (clock, randomness, IDs, providers,

@@ -127,12 +127,18 @@ public struct Instance: Sendable, Hashable, Codable {
     public var labels: [String: String]
     /// How the workload ended, for providers that run it directly (a pod's container exit code).
     public var exitCode: Int32?
+    /// Set while the instance is still `pending` when the provider will not bring it up as asked: the driver judged
+    /// it failed (a Kubernetes pod Unschedulable past the driver's pending timeout is `capacityUnavailable`).
+    /// The caller treats it as that error from `provision` (delete the instance, skip the offer, place again);
+    /// `stateReason` says why. Nil otherwise. `provisioningError` builds the error.
+    public var provisioningFailure: ProviderErrorKind?
 
     public init(
         id: String, name: String, provider: String, region: String, machineType: String, spot: Bool,
         state: InstanceState, stateReason: String? = nil, address: String? = nil, labels: [String: String] = [:],
-        exitCode: Int32? = nil
+        exitCode: Int32? = nil, provisioningFailure: ProviderErrorKind? = nil
     ) {
+        self.provisioningFailure = provisioningFailure
         self.exitCode = exitCode
         self.id = id
         self.name = name
@@ -145,6 +151,20 @@ public struct Instance: Sendable, Hashable, Codable {
         self.address = address
         self.labels = labels
     }
+}
+
+extension Instance {
+    /// The error a caller should act on for `provisioningFailure` (nil when it is not set): its kind, the
+    /// provider, `stateReason` as the message and code `InstanceFailed`.
+    public var provisioningError: ProviderError? {
+        guard let kind = provisioningFailure else { return nil }
+        return ProviderError(
+            kind, provider: provider, code: Self.provisioningFailedCode,
+            "instance \(name): \(stateReason ?? kind.rawValue)")
+    }
+
+    /// `ProviderError.code` of `provisioningError`.
+    public static let provisioningFailedCode = "InstanceFailed"
 }
 
 /// Offers as a provider reports them now, or from the catalog, with the time the prices were observed.

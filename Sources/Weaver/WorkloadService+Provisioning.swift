@@ -241,6 +241,12 @@ extension WorkloadService {
         }
         switch instance.state {
         case .pending, .unknown:
+            if w.phase == .provisioning, let failure = instance.provisioningError {
+                // The driver gave up on it (a pod Unschedulable past its pending timeout): as if provision failed.
+                terminateLater(ref, reason: "its provider cannot bring it up")
+                provisionFailed(id, ref: ref, error: failure)
+                return
+            }
             // updatedAt: when the instance was asked for (or its ID stored), whichever came last.
             if w.phase == .provisioning, clock.now().since(w.updatedAt) > options.provisioningTimeout {
                 provisionFailed(

@@ -40,6 +40,11 @@ actor MemoryCloud: Provider {
         instances[instance]?.state = state
         instances[instance]?.exitCode = exitCode
     }
+    /// The instance stays pending, and the driver reports it cannot come up (a pod Unschedulable too long).
+    func giveUp(_ instance: String, _ kind: ProviderErrorKind, reason: String) {
+        instances[instance]?.provisioningFailure = kind
+        instances[instance]?.stateReason = reason
+    }
     func drop(_ instance: String) { instances[instance] = nil }
     func plant(_ instance: Instance) { instances[instance.name] = instance }
     var live: [Instance] { instances.values.filter { $0.state != .terminated }.sorted { $0.name < $1.name } }
@@ -192,6 +197,25 @@ struct ProvisioningHarness {
         let p2 = try await h.wait(w2.id, "an instance") { $0.status.instance?.id != nil }
         #expect(p2.status.instance?.provider == "aws")
         #expect(try await h.events(w2.id).filter { $0 == "provisioning:Provisioning" }.count == 1)
+        await h.service.shutdown()
+    }
+
+    @Test func anInstanceItsDriverGivesUpOnFailsOverLikeACapacityError() async throws {
+        let cw = MemoryCloud(
+            .coreweave, offers: [cpuOffer("coreweave", "LAS1", "a", 0.2), cpuOffer("coreweave", "ORD1", "a", 0.3)])
+        let h = try await ProvisioningHarness([cw])
+        let w = try await h.service.submit(h.spec("job"))
+        let first = try await h.wait(w.id, "an instance") { $0.status.instance?.id != nil }
+        #expect(first.status.instance?.region == "LAS1")
+        await cw.giveUp(
+            first.status.instance!.name, .capacityUnavailable, reason: "Unschedulable: 0/3 nodes are available")
+        let second = try await h.wait(w.id, "a second instance") {
+            $0.status.instance?.id != nil && $0.status.instance?.name != first.status.instance?.name
+        }
+        #expect(second.status.instance?.region == "ORD1")
+        #expect(try await h.events(w.id).contains("pending:CapacityUnavailable"))
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(await cw.terminated.contains(first.status.instance!.name))
         await h.service.shutdown()
     }
 

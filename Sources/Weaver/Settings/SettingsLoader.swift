@@ -3,6 +3,8 @@
 //     defaults ─▶ config file (--config / FABRIC_CONFIG) ─▶ FABRIC_* environment ─▶ --flags ─▶ Settings
 //
 // Every source is checked in full and all problems are reported together, each naming the key and its source.
+import FabricYAML
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -242,7 +244,7 @@ public enum SettingsLoader {
         }
         let root: YAMLNode?
         do {
-            root = try YAMLReader.parse(bytes)
+            root = try YAMLReader.parse(bytes, depthMax: SettingsLimits.yamlDepthMax)
         } catch {
             let at = SettingSource.configFile(path: path, line: error.line, column: error.column)
             let message =

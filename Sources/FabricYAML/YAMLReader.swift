@@ -1,41 +1,69 @@
 // Reads one YAML document into a small tree with line numbers, on libyaml's event API. libyaml's errors are
-// turned into `YAMLSyntaxError` in one place, `YAMLReader.syntaxError(_:)`.
+// turned into `YAMLSyntaxError` in one place, `YAMLReader.syntaxError(_:)`. Shared by weaver's settings loader and
+// the Kubernetes drivers' kubeconfig reader.
 import CYAML
 
 /// A YAML node and the 1-based line and column where it starts.
-struct YAMLNode: Sendable {
+public struct YAMLNode: Sendable {
     /// A mapping entry, in file order.
-    struct Entry: Sendable {
-        var key: YAMLNode
-        var value: YAMLNode
+    public struct Entry: Sendable {
+        public var key: YAMLNode
+        public var value: YAMLNode
     }
 
-    enum Kind: Sendable {
+    /// What the node holds.
+    public enum Kind: Sendable {
         /// A scalar; `isNull` for a plain empty, `~` or `null`.
         case scalar(String, isNull: Bool)
         case sequence([YAMLNode])
         case mapping([Entry])
     }
 
-    var kind: Kind
-    var line: Int
-    var column: Int
+    public var kind: Kind
+    public var line: Int
+    public var column: Int
+
+    /// The text of a non-null scalar, else nil.
+    public var scalar: String? {
+        if case .scalar(let text, let isNull) = kind, !isNull { return text }
+        return nil
+    }
+
+    /// The items of a sequence, else nil.
+    public var items: [YAMLNode]? {
+        if case .sequence(let items) = kind { return items }
+        return nil
+    }
+
+    /// The entries of a mapping, else nil.
+    public var entries: [Entry]? {
+        if case .mapping(let entries) = kind { return entries }
+        return nil
+    }
+
+    /// The value of the first mapping entry whose key is the scalar `key`; nil for a missing key or a non-mapping.
+    public subscript(key: String) -> YAMLNode? {
+        entries?.first { $0.key.scalar == key }?.value
+    }
 }
 
 /// A YAML document libyaml could not parse: its problem and where (1-based).
-struct YAMLSyntaxError: Error, Sendable, Equatable {
-    var message: String
-    var line: Int
-    var column: Int
+public struct YAMLSyntaxError: Error, Sendable, Equatable {
+    public var message: String
+    public var line: Int
+    public var column: Int
 }
 
 /// Parses YAML text with libyaml.
-enum YAMLReader {
-    static let nullSpellings: Set<String> = ["", "~", "null", "Null", "NULL"]
+public enum YAMLReader {
+    /// The plain scalars that mean null.
+    public static let nullSpellings: Set<String> = ["", "~", "null", "Null", "NULL"]
+    /// The deepest nesting of maps and sequences `parse` accepts unless told otherwise.
+    public static let depthMaxDefault = 32
 
     /// Parses one document; nil when the text holds none (empty, or only comments). Aliases, more than one document
-    /// and nesting deeper than `SettingsLimits.yamlDepthMax` are errors.
-    static func parse(_ bytes: [UInt8]) throws(YAMLSyntaxError) -> YAMLNode? {
+    /// and nesting deeper than `depthMax` are errors.
+    public static func parse(_ bytes: [UInt8], depthMax: Int = depthMaxDefault) throws(YAMLSyntaxError) -> YAMLNode? {
         let result: Result<YAMLNode?, YAMLSyntaxError> = bytes.withUnsafeBufferPointer { buffer in
             var parser = yaml_parser_t()
             guard yaml_parser_initialize(&parser) == 1 else {
@@ -44,7 +72,7 @@ enum YAMLReader {
             defer { yaml_parser_delete(&parser) }
             yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING)
             yaml_parser_set_input_string(&parser, buffer.baseAddress, buffer.count)
-            var builder = TreeBuilder()
+            var builder = TreeBuilder(depthMax: depthMax)
             do throws(YAMLSyntaxError) {
                 while try builder.consume(next(&parser)) {}
             } catch {
@@ -107,6 +135,7 @@ enum YAMLReader {
             case mapping([YAMLNode.Entry], pendingKey: YAMLNode?, line: Int, column: Int)
         }
 
+        let depthMax: Int
         var stack: [Frame] = []
         var root: YAMLNode?
         var documents = 0
@@ -127,9 +156,9 @@ enum YAMLReader {
                     message: "aliases (*name) are not supported in the config file", line: event.line,
                     column: event.column)
             case .mappingStart, .sequenceStart:
-                guard stack.count < SettingsLimits.yamlDepthMax else {
+                guard stack.count < depthMax else {
                     throw YAMLSyntaxError(
-                        message: "nesting deeper than \(SettingsLimits.yamlDepthMax) levels", line: event.line,
+                        message: "nesting deeper than \(depthMax) levels", line: event.line,
                         column: event.column)
                 }
                 if case .mappingStart = event.kind {
