@@ -10,6 +10,9 @@ export SHUTTLE_ARGS
 SEED ?= 1
 RUNS ?= 20
 SIM_ARGS ?=
+# The batches `make sim` writes for the LP bound (a --cost-batches FILE in SIM_ARGS takes its place).
+SIM_COST ?= .tmp/sim-cost.jsonl
+PYTHON ?= .venv/bin/python
 
 .DEFAULT_GOAL := help
 .PHONY: help bootstrap build release weaver shuttle run test test-unit test-integration bench bench-api bench-actors \
@@ -67,8 +70,15 @@ bench-cost: bootstrap ## $/h of standard batches (BatchPlanner, one machine each
 	mkdir -p .tmp && $(BIN_RELEASE)/fabric-bench-cost --out .tmp/cost-batches.jsonl $(ARGS)
 	.venv/bin/python scripts/cost-bound --max-ratio 1.03 .tmp/cost-batches.jsonl
 
-sim: ## run the deterministic fleet simulation with one seed (SEED=N, SIM_ARGS="--nodes 1000 --duration 6h")
-	$(SWIFT) run -c release fabric-sim --seed $(SEED) $(SIM_ARGS)
+sim: ## run the deterministic fleet simulation with one seed (SEED=N, SIM_ARGS="--nodes 1000 --duration 6h"), then the LP bound on its batches
+	$(SWIFT) build -c release --product fabric-sim
+	@file=$$(echo " $(SIM_ARGS) " | sed -n 's/.* --cost-batches \([^ ]*\) .*/\1/p'); file=$${file:-$(SIM_COST)}; \
+	mkdir -p "$$(dirname "$$file")"; \
+	$(BIN_RELEASE)/fabric-sim --seed $(SEED) --cost-batches "$$file" $(SIM_ARGS) || exit $$?; \
+	if ! grep -q '"markets"' "$$file" 2>/dev/null; then echo "cost-bound: skipped, the run wrote no batches (--batch off, or nothing needed a new machine)"; \
+	elif ! [ -x $(PYTHON) ] || ! $(PYTHON) -c 'import highspy' 2>/dev/null; then \
+		echo "cost-bound: skipped, $(PYTHON) with highspy is missing (run scripts/bootstrap, or PYTHON=...)"; \
+	else echo "cost-bound (LP lower bound, HiGHS) on $$file:"; $(PYTHON) scripts/cost-bound --summary --max-ratio 1.03 "$$file"; fi
 
 sim-swarm: ## run seeds 1..RUNS (RUNS=N), stop at the first failure and print its reproduce line
 	$(SWIFT) build -c release --product fabric-sim

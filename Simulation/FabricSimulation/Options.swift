@@ -29,6 +29,13 @@ public struct SimOptions: Sendable, Equatable {
     public var quiet = false
     /// Writes every event-log line to this file too.
     public var logPath: String? = nil
+    /// Plans the workloads that need new machines together (`BatchPlanner`), once per scheduling pass; off gives
+    /// each its own machine at once.
+    public var batch = true
+    /// Writes each batch as a JSON line for `scripts/cost-bound` (the LP lower bound).
+    public var costBatchesPath: String? = nil
+    /// Overrides the controller-restart rate the seed picks (restarts per simulated day, fault phase only).
+    public var restartsPerDay: Double? = nil
 
     public init(seed: UInt64, nodes: Int? = nil, duration: Duration? = nil, scheduler: SchedulerVariant = .index) {
         self.seed = seed
@@ -38,8 +45,8 @@ public struct SimOptions: Sendable, Equatable {
     }
 
     public static let usage = """
-        usage: fabric-sim --seed N [--nodes N] [--duration 1d|6h|30m|90s] [--scheduler VARIANT] [--log FILE]
-                          [--quiet] [--help]
+        usage: fabric-sim --seed N [--nodes N] [--duration 1d|6h|30m|90s] [--scheduler VARIANT] [--batch on|off]
+                          [--restarts-per-day R] [--cost-batches FILE] [--log FILE] [--quiet] [--help]
 
         Runs the deterministic fleet simulation: the seed picks the fleet (10 to 10,000 nodes from the bundled
         catalog), the workload mix, arrivals and fault rates. A fault phase of --duration is followed by a
@@ -51,6 +58,12 @@ public struct SimOptions: Sendable, Equatable {
           --nodes N         fleet size, 1 to \(nodesMax) (default: drawn from the seed)
           --duration D      fault phase length, 1m to 7d, e.g. 90s, 30m, 6h, 1d (default: drawn from the seed)
           --scheduler V     index (default), reference (brute force), broken-gpu-type, broken-double-book
+          --batch on|off    on (default): workloads that need new machines are planned together once per
+                            scheduling pass (BatchPlanner, several may share a machine); off: one machine each, at once
+          --restarts-per-day R
+                            controller restarts per simulated day in the fault phase (default: drawn from the seed)
+          --cost-batches FILE
+                            write every batch as a JSON line for scripts/cost-bound (the LP lower bound)
           --log FILE        also write the event log to FILE
           --quiet           print only the summary and the hash
           --help            this text
@@ -104,6 +117,17 @@ public struct SimOptions: Sendable, Equatable {
                     throw SimError(.usage, "--scheduler takes one of \(names), got \"\(v)\"")
                 }
                 o.scheduler = s
+            case "--batch":
+                let v = try value(a)
+                guard v == "on" || v == "off" else { throw SimError(.usage, "--batch takes on or off, got \"\(v)\"") }
+                o.batch = v == "on"
+            case "--restarts-per-day":
+                let v = try value(a)
+                guard let r = Double(v), r >= 0, r <= 10_000 else {
+                    throw SimError(.usage, "--restarts-per-day takes a number from 0 to 10000, got \"\(v)\"")
+                }
+                o.restartsPerDay = r
+            case "--cost-batches": o.costBatchesPath = try value(a)
             case "--log": o.logPath = try value(a)
             case "--quiet", "-q": o.quiet = true
             case "--help", "-h": return .help
@@ -150,6 +174,8 @@ extension SimOptions {
         if let nodes { extra.append("--nodes \(nodes)") }
         if let duration { extra.append("--duration \(duration.components.seconds)s") }
         if scheduler != .index { extra.append("--scheduler \(scheduler.rawValue)") }
+        if !batch { extra.append("--batch off") }
+        if let restartsPerDay { extra.append("--restarts-per-day \(restartsPerDay)") }
         return "make sim SEED=\(seed)" + (extra.isEmpty ? "" : " SIM_ARGS=\"\(extra.joined(separator: " "))\"")
     }
 }

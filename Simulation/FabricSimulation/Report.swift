@@ -24,7 +24,21 @@ extension Simulation {
             "cost:             placements \(fixed(s.placementsCostPerHour, 2)) $/h; on the \(s.naiveComparable)"
                 + " workloads aws can host: fabric \(fixed(s.fabricComparableCostPerHour, 2)) $/h vs naive first-fit"
                 + " (aws, on-demand) \(fixed(s.naiveCostPerHour, 2)) $/h (\(fixed(saving, 1))% less)",
+            batchLine,
+            "restarts:         \(s.restarts) controller restarts (rate \(fixed(scenario.restartsPerDay, 2))/day)",
         ]
+    }
+
+    /// The batches' cost: the plans' new machines, one machine each and naive, for the same workloads.
+    var batchLine: String {
+        let s = stats
+        guard options.batch else { return "batches:          off (one machine each, at once)" }
+        let saving = s.batchEachCostPerHour > 0 ? (1 - s.batchPlanCostPerHour / s.batchEachCostPerHour) * 100 : 0
+        return
+            "batches:          \(s.batches) batches, \(s.batchedWorkloads) workloads on \(s.batchMachines) new machines:"
+            + " plan \(fixed(s.batchPlanCostPerHour, 2)) $/h, one machine each \(fixed(s.batchEachCostPerHour, 2)) $/h"
+            + " (\(fixed(saving, 1))% less), naive first-fit (aws first, on-demand)"
+            + " \(fixed(s.batchNaiveCostPerHour, 2)) $/h (\(s.batchNaiveWorkloads) of them hostable on demand)"
     }
 
     /// The final line of every run.

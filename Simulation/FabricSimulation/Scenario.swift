@@ -62,6 +62,8 @@ public struct Scenario: Sendable {
     public var capacityPerMarket: [OfferKey: Int]
     public var apiLatencyMsMax: Int64
     public var bootSecondsMax: Int64
+    /// Controller crashes and restarts per simulated day (fault phase only).
+    public var restartsPerDay: Double
 
     public var description: String {
         "nodes=\(nodeCount) workloads=\(workloadCount) faultPhase=\(faultPhase.components.seconds)s arrival=\(arrival)"
@@ -69,12 +71,13 @@ public struct Scenario: Sendable {
             + " partitions/node/day=\(fmt(partitionsPerNodeDay)) crashes/node/day=\(fmt(crashesPerNodeDay))"
             + " preemptions/spot-node/day=\(fmt(preemptionsPerSpotNodeDay)) capacityErrors=\(pct(capacityErrorShare))"
             + " quotaErrors=\(pct(quotaErrorShare)) rateLimits=\(pct(rateLimitShare))"
-            + " lostResponses=\(pct(lostResponseShare))"
+            + " lostResponses=\(pct(lostResponseShare)) restarts/day=\(fmt(restartsPerDay))"
     }
 
     /// Draws a scenario from `rng` (the run's one generator); `nodes` and `duration` override the draws.
     public static func draw(
-        seed: UInt64, rng: inout SplitMix64, offers: [Offer], nodes: Int?, duration: Duration?
+        seed: UInt64, rng: inout SplitMix64, offers: [Offer], nodes: Int?, duration: Duration?,
+        restartsPerDay: Double? = nil
     ) -> Scenario {
         var r = Draw(rng: rng)
         defer { rng = r.rng }
@@ -103,6 +106,8 @@ public struct Scenario: Sendable {
                 capacity[key] = Int(r.logUniform(2, 2000))
             }
         }
+        // Drawn even when overridden, so an override changes nothing else in the world.
+        let drawnRestarts = r.logUniform(0.5, 24)
         return Scenario(
             seed: seed, nodeCount: nodeCount, faultPhase: faultPhase, baseFleet: fleet, workloadCount: workloadCount,
             arrival: r.pick(ArrivalPattern.allCases), gpuShare: r.uniform(0.05, 0.5),
@@ -112,7 +117,8 @@ public struct Scenario: Sendable {
             crashesPerNodeDay: r.logUniform(0.005, 0.3), preemptionsPerSpotNodeDay: r.logUniform(0.05, 2),
             capacityErrorShare: r.uniform(0, 0.25), quotaErrorShare: r.uniform(0, 0.1),
             rateLimitShare: r.uniform(0, 0.3), lostResponseShare: r.uniform(0, 0.1), capacityPerMarket: capacity,
-            apiLatencyMsMax: Int64(r.logUniform(50, 5000)), bootSecondsMax: Int64(r.uniform(20, 300)))
+            apiLatencyMsMax: Int64(r.logUniform(50, 5000)), bootSecondsMax: Int64(r.uniform(20, 300)),
+            restartsPerDay: restartsPerDay ?? drawnRestarts)
     }
 
     private func pct(_ x: Double) -> String { "\(Int((x * 100).rounded()))%" }

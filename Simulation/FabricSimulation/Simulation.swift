@@ -67,6 +67,12 @@ public final class Simulation {
     private var inFaultPhase = true
     private var lastGCClean: Timestamp? = nil
     private var converged = false
+    /// Workloads that need a new machine, with the spec they were placed with, planned together at the next pass.
+    private var batchQueue: [(i: Int, spec: WorkloadSpec)] = []
+    /// Nodes known from the store after a controller restart that have not registered again yet.
+    private var awaitingRegistration: Set<String> = []
+    /// The batches as JSON lines for `scripts/cost-bound` (only with `costBatchesPath`).
+    public private(set) var costBatchLines: [String] = []
 
     /// Counters for the summary.
     public struct Stats: Sendable {
@@ -87,6 +93,17 @@ public final class Simulation {
         public var events = 0
         public var simulated: Duration = .zero
         public var phases: [Phase: Int] = [:]
+        /// Batches that asked for new machines, the workloads on them, and the machines.
+        public var batches = 0
+        public var batchedWorkloads = 0
+        public var batchMachines = 0
+        /// $/h of the batch plans' new machines, of one cheapest machine each for the same workloads, and of the
+        /// naive baseline (first fit, on demand, aws first) over the `batchNaiveWorkloads` of them it can host.
+        public var batchPlanCostPerHour = 0.0
+        public var batchEachCostPerHour = 0.0
+        public var batchNaiveCostPerHour = 0.0
+        public var batchNaiveWorkloads = 0
+        public var restarts = 0
         public var totalFaults: Int { faults.values.reduce(0, +) }
     }
     public private(set) var stats = Stats()
@@ -99,7 +116,8 @@ public final class Simulation {
         var rng = SplitMix64(seed: options.seed)
         let offers = OfferCatalog.bundled.offers
         scenario = Scenario.draw(
-            seed: options.seed, rng: &rng, offers: offers, nodes: options.nodes, duration: options.duration)
+            seed: options.seed, rng: &rng, offers: offers, nodes: options.nodes, duration: options.duration,
+            restartsPerDay: options.restartsPerDay)
         ids = SeededIDGenerator(seed: rng.next())
         draw = Draw(rng: rng)
         log = EventLog(keepLines: keepLog)
@@ -116,7 +134,9 @@ public final class Simulation {
 
     /// Runs to convergence or the first violation. Returns the violation, if any.
     public func run() -> Violation? {
-        write("scenario seed=\(options.seed) scheduler=\(options.scheduler.rawValue) \(scenario.description)")
+        write(
+            "scenario seed=\(options.seed) scheduler=\(options.scheduler.rawValue) batch=\(options.batch ? "on" : "off")"
+                + " \(scenario.description)")
         for (offer, spot) in scenario.baseFleet { addBaseNode(offer, spot: spot) }
         push(.heartbeatRound, after: Self.timing.heartbeatInterval)
         push(.arrive, after: .zero)
@@ -127,6 +147,7 @@ public final class Simulation {
         scheduleFault(.partitionFault, perDay: scenario.partitionsPerNodeDay)
         scheduleFault(.crashFault, perDay: scenario.crashesPerNodeDay)
         scheduleFault(.preemptionFault, perDay: scenario.preemptionsPerSpotNodeDay)
+        scheduleRestart()
         let deadline = faultEnd.adding(SimLimits.livenessMax)
         while let e = queue.pop() {
             if e.at > deadline {
@@ -191,6 +212,7 @@ public final class Simulation {
             write("fault phase ends; liveness phase begins")
             push(.convergenceCheck, after: SimLimits.offerUnavailableMax + Self.gcInterval * 2)
         case .convergenceCheck: convergenceCheck()
+        case .controllerRestart: controllerRestart()
         }
     }
 
@@ -322,6 +344,10 @@ public final class Simulation {
             }
             guard r.alive, r.connected else { continue }
             runtimes[id]!.lastAck = now
+            if awaitingRegistration.contains(id) {
+                registerAgain(id)
+                continue
+            }
             let d = lifecycle.onHeartbeat(id, now: now)
             if !d.isEmpty { apply(d) }
         }
@@ -412,7 +438,7 @@ public final class Simulation {
 
     /// Places a pending workload, now.
     private func tryPlace(_ i: Int) {
-        guard workloads[i].phase == .pending else { return }
+        guard workloads[i].phase == .pending, !workloads[i].queued else { return }
         refreshUnavailable()
         var w = workloads[i]
         var spec = w.spec
@@ -441,46 +467,201 @@ public final class Simulation {
             }
         }
         guard let p else {
-            w.tries += 1
-            let backoff = min(SimLimits.pendingBackoffMax, Self.passInterval * (1 << min(w.tries - 1, 10)))
-            w.nextTryAt = now.adding(backoff)
-            w.reason = "NoFeasibleCandidate"
-            workloads[i] = w
-            stats.unplaceable += 1
-            write("unplaceable w=\(w.id) tries=\(w.tries)")
+            unplaceable(i)
             return
         }
-        w.tries = 0
-        w.attempt += 1
-        w.avoidRegion = nil
-        if !w.placed {
-            w.placed = true
-            firstPlaced.append(w.spec)
-            firstPlacedCost.append(p.pricePerHour)
-            stats.placementsCostPerHour += p.pricePerHour
-        }
         if let node = p.node {
-            w.node = node
+            placeOnNode(i, node, price: p.pricePerHour)
+        } else if options.batch {
+            // A new machine is cheapest: the workload waits (pending) for the pass's batch, planned together.
+            w.tries = 0
+            w.queued = true
+            w.reason = "AwaitingBatch"
             workloads[i] = w
-            stats.onNodes += 1
-            write("placed w=\(w.id) node=\(node) price=\(p.pricePerHour)")
-            transition(i, to: .scheduled, reason: "Scheduled")
-            allocate(i, on: node)
-            transition(i, to: .starting, reason: "StartSent")
-            sendStart(i)
+            batchQueue.append((i, spec))
+            write("awaiting batch w=\(w.id) price=\(p.pricePerHour)")
         } else {
             let key = OfferKey(provider: p.provider, region: p.region, machineType: p.machineType, spot: p.spot)
-            let name = ids.next(prefix: "node")
-            w.node = name
-            workloads[i] = w
+            provisionMachine(key, price: p.pricePerHour, for: [i])
+        }
+    }
+
+    /// No feasible candidate: the workload stays pending and is tried again after a backoff.
+    private func unplaceable(_ i: Int) {
+        var w = workloads[i]
+        w.tries += 1
+        let backoff = min(SimLimits.pendingBackoffMax, Self.passInterval * (1 << min(w.tries - 1, 10)))
+        w.nextTryAt = now.adding(backoff)
+        w.reason = "NoFeasibleCandidate"
+        workloads[i] = w
+        stats.unplaceable += 1
+        write("unplaceable w=\(w.id) tries=\(w.tries)")
+    }
+
+    /// A new attempt for workload `i`, charged `price` $/h the first time it is placed.
+    private func beginAttempt(_ i: Int, price: Double) {
+        workloads[i].tries = 0
+        workloads[i].attempt += 1
+        workloads[i].avoidRegion = nil
+        workloads[i].queued = false
+        if !workloads[i].placed {
+            workloads[i].placed = true
+            firstPlaced.append(workloads[i].spec)
+            firstPlacedCost.append(price)
+            stats.placementsCostPerHour += price
+        }
+    }
+
+    private func placeOnNode(_ i: Int, _ node: String, price: Double) {
+        beginAttempt(i, price: price)
+        workloads[i].node = node
+        stats.onNodes += 1
+        write("placed w=\(workloads[i].id) node=\(node) price=\(price)")
+        transition(i, to: .scheduled, reason: "Scheduled")
+        allocate(i, on: node)
+        transition(i, to: .starting, reason: "StartSent")
+        sendStart(i)
+    }
+
+    /// Asks for one new machine in market `key` for workloads `members`: the name and the books entry are stored
+    /// before the provider call, so a retry (or a restarted controller) asks again under the same name.
+    private func provisionMachine(_ key: OfferKey, price: Double, for members: [Int]) {
+        let name = ids.next(prefix: "node")
+        let share = price / Double(members.count)
+        for i in members {
+            beginAttempt(i, price: share)
+            workloads[i].node = name
             stats.onOffers += 1
-            write("placed w=\(w.id) offer=\(key) price=\(p.pricePerHour) machine=\(name)")
-            books[name] = BookEntry(
-                key: key, priceMicros: FakeCloud.micros(p.pricePerHour), state: .provisioning, waiting: [w.id])
+        }
+        let first = workloads[members[0]]
+        let tag = "\(first.id)#\(first.attempt)"
+        let names = members.map { workloads[$0].id }
+        write("placed w=\(names.joined(separator: ",")) offer=\(key) price=\(price) machine=\(name)")
+        books[name] = BookEntry(
+            key: key, priceMicros: FakeCloud.micros(price), state: .provisioning, waiting: names, tag: tag)
+        for i in members {
             transition(i, to: .scheduled, reason: "Scheduled")
             transition(i, to: .provisioning, reason: "Provisioning")
-            call(.provision(name: name, key: key, tag: "\(w.id)#\(w.attempt)"))
         }
+        call(.provision(name: name, key: key, tag: tag))
+    }
+
+    /// Plans the workloads waiting for new machines together (`BatchPlanner` on the controller's snapshot) and
+    /// provisions the planned machines. Returns whether any workload left pending.
+    @discardableResult
+    private func flushBatch() -> Bool {
+        var queued: [(i: Int, spec: WorkloadSpec)] = []
+        for e in batchQueue where workloads[e.i].queued {
+            workloads[e.i].queued = false
+            if workloads[e.i].phase == .pending { queued.append(e) }
+        }
+        batchQueue = []
+        guard !queued.isEmpty else { return false }
+        refreshUnavailable()
+        let snapshot = sched.index.snapshot
+        let plan = BatchPlanner().plan(snapshot, queued.map(\.spec))
+        write(
+            "batch workloads=\(queued.count) machines=\(plan.machines.count) onNodes=\(plan.onNodes.count)"
+                + " unplaced=\(plan.unplaced.count) price=\(plan.newMachinesPerHour)")
+        if !plan.machines.isEmpty { recordBatch(plan, queued.map(\.spec), snapshot) }
+        for k in plan.onNodes.keys.sorted() {
+            let p = plan.onNodes[k]!
+            placeOnNode(queued[k].i, p.node!, price: p.pricePerHour)
+        }
+        for k in plan.unplaced.keys.sorted() { unplaceable(queued[k].i) }
+        for m in plan.machines {
+            let key = OfferKey(
+                provider: m.offer.provider, region: m.offer.region, machineType: m.offer.machineType, spot: m.spot)
+            provisionMachine(key, price: m.pricePerHour, for: m.workloads.map { queued[$0].i })
+        }
+        return !plan.onNodes.isEmpty || !plan.machines.isEmpty
+    }
+
+    /// Cost quality of one batch: the plan's new machines against one cheapest machine each and the naive
+    /// baseline, and (when asked) the batch as a JSON line for the LP bound.
+    private func recordBatch(_ plan: BatchPlanner.Plan, _ specs: [WorkloadSpec], _ snapshot: PlacementSnapshot) {
+        let offersOnly = PlacementSnapshot(
+            nodes: [], offers: snapshot.offers, enabledProviders: snapshot.enabledProviders,
+            unavailableOffers: snapshot.unavailableOffers, includeOffers: true)
+        let stack = PlacementStack()
+        var offerOf: [String: Offer] = [:]
+        for o in snapshot.offers { offerOf["\(o.provider)|\(o.region)|\(o.machineType)"] = o }
+        var markets: [CostBatch.Market] = []
+        var marketNumber: [String: Int] = [:]
+        var lines: [CostBatch.Workload] = []
+        var members: [WorkloadSpec] = []
+        for m in plan.machines { for k in m.workloads { members.append(specs[k]) } }
+        for w in members {
+            let d = stack.select(offersOnly, w)
+            stats.batchEachCostPerHour += d.placement?.pricePerHour ?? 0
+            guard options.costBatchesPath != nil else { continue }
+            var ms: [Int] = []
+            for r in d.candidates where r.feasible {
+                let key = "\(r.provider)|\(r.region)|\(r.machineType)|\(r.spot ? 1 : 0)"
+                if let n = marketNumber[key] {
+                    ms.append(n)
+                    continue
+                }
+                guard let o = offerOf["\(r.provider)|\(r.region)|\(r.machineType)"] else { continue }
+                marketNumber[key] = markets.count
+                ms.append(markets.count)
+                markets.append(
+                    CostBatch.Market(
+                        key: key, price: r.pricePerHour, cpu: o.resources.cpuMillis, memory: o.resources.memoryBytes,
+                        gpu: o.resources.gpuCount))
+            }
+            let r = w.resources
+            lines.append(CostBatch.Workload(cpu: r.cpuMillis, memory: r.memoryBytes, gpu: r.gpuCount, markets: ms))
+        }
+        stats.batches += 1
+        stats.batchedWorkloads += members.count
+        stats.batchMachines += plan.machines.count
+        stats.batchPlanCostPerHour += plan.newMachinesPerHour
+        let naive = Self.naiveFirstFit(members, offers: snapshot.offers)
+        stats.batchNaiveCostPerHour += naive.cost
+        stats.batchNaiveWorkloads += naive.hosted
+        if options.costBatchesPath != nil {
+            let batch = CostBatch(
+                name: "seed\(options.seed)-t\(now.since(Simulation.start).components.seconds)",
+                planCostPerHour: plan.newMachinesPerHour, markets: markets, workloads: lines)
+            if let data = try? JSONEncoder().encode(batch), let text = String(data: data, encoding: .utf8) {
+                costBatchLines.append(text)
+            }
+        }
+    }
+
+    /// The naive baseline: first fit, on-demand only, cheapest machine that fits when a new one is needed, on one
+    /// provider (aws; a workload that aws cannot host or may not use goes to the first provider by name that can).
+    /// Returns the $/h and how many of `workloads` it could host at all.
+    static func naiveFirstFit(_ workloads: [WorkloadSpec], offers: [Offer]) -> (cost: Double, hosted: Int) {
+        let byProvider = Dictionary(grouping: offers, by: \.provider).mapValues {
+            $0.sorted { $0.onDemandPerHour < $1.onDemandPerHour }
+        }
+        let order = ["aws"] + byProvider.keys.filter { $0 != "aws" }.sorted()
+        var open: [String: [(free: Resources, model: String?)]] = [:]
+        var cost = 0.0
+        var hosted = 0
+        for w in workloads {
+            let r = w.resources
+            func modelOK(_ offered: String?) -> Bool {
+                guard r.gpuCount > 0, let model = r.gpu?.model else { return true }
+                guard let offered else { return false }
+                return GPUModel.satisfies(offered: offered, requested: model)
+            }
+            for provider in order where w.placement.providers?.contains(provider) ?? true {
+                if let i = open[provider]?.firstIndex(where: { $0.free.fits(r) && modelOK($0.model) }) {
+                    open[provider]![i].free = open[provider]![i].free.subtracting(r)
+                } else if let o = byProvider[provider]?.first(where: { $0.resources.fits(r) && modelOK($0.gpuModel) }) {
+                    open[provider, default: []].append((o.resources.subtracting(r), o.gpuModel))
+                    cost += o.onDemandPerHour
+                } else {
+                    continue
+                }
+                hosted += 1
+                break
+            }
+        }
+        return (cost, hosted)
     }
 
     private func allocate(_ i: Int, on node: String) {
@@ -555,6 +736,7 @@ public final class Simulation {
             tried += 1
             self.tryPlace(i)
         }
+        flushBatch()
         push(.schedulingPass, after: Self.passInterval)
     }
 
@@ -619,6 +801,13 @@ public final class Simulation {
         }
         switch cmd {
         case .start(let w, let attempt, let runFor, let code):
+            // A start sent again (after a controller restart) for an attempt this node already began is not run
+            // twice: a running one is reported again, a finished one ignored.
+            if let seen = r.started[w], seen >= attempt {
+                if r.running[w]?.attempt == attempt { report(id, .started(w, attempt: attempt)) }
+                return
+            }
+            runtimes[id]!.started[w] = attempt
             if let old = r.running[w] {
                 runtimeStop(id, w)
                 report(id, .stopped(w, attempt: old.attempt))
@@ -739,7 +928,7 @@ public final class Simulation {
         write("heal node=\(id) reports=\(reports.count)")
         // A node that reconnects heartbeats at once: its lease is renewed before it takes any command, and a node
         // the controller declared lost is reconciled first (the reconcile goes ahead of the queued commands).
-        apply(lifecycle.onHeartbeat(id, now: now))
+        if awaitingRegistration.contains(id) { registerAgain(id) } else { apply(lifecycle.onHeartbeat(id, now: now)) }
         for rep in reports { push(.toController(id, rep), at: linkTime("<" + id)) }
         let commands = controllerOutbox.removeValue(forKey: id) ?? []
         for cmd in commands {
@@ -815,6 +1004,116 @@ public final class Simulation {
         }
     }
 
+    // MARK: - Controller restarts
+
+    private func scheduleRestart() {
+        let perSecond = scenario.restartsPerDay / 86_400
+        guard perSecond > 0 else { return }
+        let wait = draw.exponential(mean: 1 / perSecond)
+        guard wait < Double(faultEnd.since(now).components.seconds) else { return }
+        push(.controllerRestart, after: .milliseconds(Int64(wait * 1000)))
+    }
+
+    /// The controller crashes and comes back at once with only what a store holds: workloads (phase, node or
+    /// machine, attempt), the machine books (name, market, client token and state, each stored before its provider
+    /// call) and the node records. Everything else is lost or rebuilt: calls in flight still reach the provider
+    /// but their answers are lost, commands queued for cut-off nodes are gone, and the node lifecycle, the offers
+    /// marked unavailable, the placement index and the batch start afresh. Provisioning resumes under the stored
+    /// machine names (the provider answers with the machine it already made), terminations are asked for again,
+    /// and known nodes are suspect until they register again.
+    private func controllerRestart() {
+        defer { scheduleRestart() }
+        guard inFaultPhase else { return }
+        stats.restarts += 1
+        write("fault controller restart calls=\(calls.count) nodes=\(nodes.count) books=\(books.count)")
+        for id in calls.keys { calls[id]!.stale = true }
+        controllerOutbox = [:]
+        terminating = []
+        unavailableUntil = [:]
+        strikes = [:]
+        nextExpiry = nil
+        lastGCClean = nil
+        batchQueue = []
+        lifecycle = NodeLifecycle(timing: Self.timing)
+        tickAt = nil
+
+        // Workloads, from their records.
+        pendingList = []
+        var holding: [String: [Int]] = [:]
+        for i in workloads.indices {
+            workloads[i].queued = false
+            workloads[i].inPendingList = false
+            workloads[i].tries = 0
+            workloads[i].nextTryAt = now
+            workloads[i].avoidRegion = nil
+            let w = workloads[i]
+            if w.phase == .pending { enqueuePending(i) }
+            if w.phase.holdsCapacity, let n = w.node { holding[n, default: []].append(i) }
+        }
+        // Machine books: who waits for each machine follows from the workloads.
+        for name in books.keys { books[name]!.waiting = [] }
+        for name in holding.keys.sorted() where books[name] != nil && nodes[name] == nil {
+            books[name]!.waiting = holding[name]!.filter { workloads[$0].phase == .provisioning }.map {
+                workloads[$0].id
+            }
+        }
+        // Node records: allocations from the workloads; suspect until each registers again.
+        let records = nodes
+        nodes = [:]
+        sched = SimScheduler(variant: options.scheduler, offers: cloud.offers, enabledProviders: Set(providers))
+        awaitingRegistration = []
+        for id in records.keys.sorted() {
+            let rec = records[id]!
+            var info = rec.info
+            info.state = .ready
+            info.allocated = .zero
+            var node = ControllerNode(info: info, priceMicros: rec.priceMicros, provisioned: rec.provisioned)
+            for i in holding[id] ?? [] {
+                node.info.allocated = node.info.allocated.adding(workloads[i].spec.resources)
+                node.workloads.insert(workloads[i].id)
+            }
+            nodes[id] = node
+            sched.upsert(node.info, previous: nil)
+            apply(lifecycle.onRestore(id, now: now))
+            awaitingRegistration.insert(id)
+            if node.provisioned && node.workloads.isEmpty { markIdle(id) }
+        }
+        // Provider calls resume under the stored names.
+        var resumed = 0
+        for name in books.keys.sorted() {
+            let b = books[name]!
+            switch b.state {
+            case .provisioning: call(.provision(name: name, key: b.key, tag: b.tag))
+            case .terminating: call(.terminate(name: name))
+            case .running: continue
+            }
+            resumed += 1
+        }
+        write("controller restarted nodes=\(nodes.count) pending=\(pendingList.count) resumed=\(resumed)")
+    }
+
+    /// A node known from the store registers again after a controller restart: it is ready again, told which
+    /// attempts to keep (anything else it runs is stale), and sent again what a lost outbox may have held.
+    private func registerAgain(_ id: String) {
+        awaitingRegistration.remove(id)
+        guard let node = nodes[id] else { return }
+        apply(lifecycle.onRegister(id, now: now))
+        var keep: [String: Int] = [:]
+        for w in node.workloads {
+            if let i = workloadIndex[w] { keep[w] = workloads[i].attempt }
+        }
+        write("node registered again node=\(id) keep=\(keep.count)")
+        send(id, .reconcile(keep))
+        for w in node.workloads.sorted() {
+            guard let i = workloadIndex[w] else { continue }
+            switch workloads[i].phase {
+            case .starting: sendStart(i)
+            case .terminating: send(id, .stop(w, attempt: workloads[i].attempt))
+            default: break
+            }
+        }
+    }
+
     // MARK: - Provider calls
 
     private func call(_ kind: ProviderCall.Kind, tries: Int = 0, after: Duration? = nil) {
@@ -840,9 +1139,11 @@ public final class Simulation {
                 checker.instanceCreated(name, shape(inst), tag: tag)
                 push(.boot(name), after: .seconds(draw.int(10, max(11, scenario.bootSecondsMax))))
             }
-            write("provider provision machine=\(name) offer=\(key) result=\(result) created=\(created)")
+            write(
+                "provider provision machine=\(name) offer=\(key) result=\(result) created=\(created)"
+                    + (c.stale ? " answer lost to a restart" : ""))
             if result != .ok { countFault(result == .lostResponse ? "lost-response" : "\(result)") }
-            guard books[name]?.state == .provisioning else { return }  // given up on meanwhile
+            guard !c.stale, books[name]?.state == .provisioning else { return }  // lost, or given up on meanwhile
             switch result {
             case .ok:
                 books[name]!.state = .running
@@ -858,8 +1159,9 @@ public final class Simulation {
             let existed = cloud.instances[name] != nil
             let result = cloud.terminate(name: name, draw: &draw)
             if existed && cloud.instances[name] == nil { runtimeGone(name) }
-            write("provider terminate machine=\(name) result=\(result)")
+            write("provider terminate machine=\(name) result=\(result)" + (c.stale ? " answer lost to a restart" : ""))
             if result != .ok { countFault(result == .lostResponse ? "lost-response" : "\(result)") }
+            if c.stale { return }
             if result == .ok {
                 terminating.remove(name)
                 books[name] = nil
@@ -868,6 +1170,7 @@ public final class Simulation {
                 terminating.remove(name)  // the next GC tries again
             }
         case .list:
+            if c.stale { return }
             if cloud.faults && draw.chance(scenario.rateLimitShare) {
                 countFault("rateLimited")
                 write("provider list result=rateLimited")
@@ -953,7 +1256,7 @@ public final class Simulation {
             fixes += 1
             write("gc orphan machine=\(name)")
             books[name] = BookEntry(
-                key: cloud.instances[name]!.key, priceMicros: list[name]!, state: .terminating)
+                key: cloud.instances[name]!.key, priceMicros: list[name]!, state: .terminating, tag: "")
             call(.terminate(name: name))
         }
         for name in books.keys.sorted() {
@@ -993,7 +1296,8 @@ public final class Simulation {
 
     private func convergenceCheck() {
         // Every pending workload gets one more try now, so a workload that could be placed is not taken for stuck.
-        let placedAny = passOverPending { i in self.tryPlace(i) }
+        var placedAny = passOverPending { i in self.tryPlace(i) }
+        placedAny = flushBatch() || placedAny
         let busy = workloads.contains { !$0.phase.isFinal && $0.phase != .pending }
         let inFlight = !calls.isEmpty || books.values.contains { $0.state != .running }
         guard !placedAny, !busy, !inFlight, lastGCClean != nil else {

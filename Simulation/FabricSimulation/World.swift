@@ -25,6 +25,8 @@ enum SimEvent: Sendable {
     case delete(Int)
     case faultPhaseEnds
     case convergenceCheck
+    /// The controller crashes and restarts from what its store holds.
+    case controllerRestart
 }
 
 /// What the controller tells a node's runtime.
@@ -53,6 +55,8 @@ struct SimNode {
     var running: [String: (attempt: Int, code: Int32)] = [:]
     /// Reports written while cut off, sent when the link heals.
     var outbox: [NodeReport] = []
+    /// The latest attempt of each workload this node began (a repeated start is not run twice).
+    var started: [String: Int] = [:]
 }
 
 /// One workload as the controller holds it.
@@ -72,6 +76,8 @@ struct SimWorkload {
     var tries = 0
     var inPendingList = false
     var placed = false
+    /// Waiting in the batch for a new machine (still pending).
+    var queued = false
 }
 
 /// A node as the controller holds it.
@@ -93,6 +99,8 @@ struct BookEntry {
     var state: State
     /// Workloads waiting for this machine to boot.
     var waiting: [String] = []
+    /// The provision call's client token (the first workload's ID and attempt), kept with the name.
+    var tag = ""
 }
 
 /// A provider call in flight.
@@ -104,4 +112,6 @@ struct ProviderCall {
     }
     var kind: Kind
     var tries: Int
+    /// Sent by a controller that has since restarted: the provider still acts on it, but the answer is lost.
+    var stale = false
 }

@@ -29,6 +29,12 @@ if let path = options.logPath {
         FileHandle.standardError.write(Data("fabric-sim: cannot write the event log to \(path)\n".utf8))
     }
 }
+if let path = options.costBatchesPath {
+    let text = sim.costBatchLines.map { $0 + "\n" }.joined()
+    if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
+        FileHandle.standardError.write(Data("fabric-sim: cannot write the cost batches to \(path)\n".utf8))
+    }
+}
 if let violation {
     print("VIOLATION \(violation)")
     print("at simulated ms \(violation.at.millisecondsSinceEpoch - 1_800_000_000_000), seed \(options.seed)")

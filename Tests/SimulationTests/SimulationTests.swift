@@ -1,16 +1,21 @@
 import FabricCore
+import Foundation
 import Testing
 
 @testable import FabricSimulation
 
 /// Small fleets and one simulated hour keep these fast in debug builds.
-private func simulate(_ seed: UInt64, nodes: Int = 20, scheduler: SchedulerVariant = .index) -> (
-    violation: Violation?, hash: String, lines: [String]
-) {
-    let sim = Simulation(
-        options: SimOptions(seed: seed, nodes: nodes, duration: .seconds(3600), scheduler: scheduler), keepLog: true)
+private func simulate(
+    _ seed: UInt64, nodes: Int = 20, scheduler: SchedulerVariant = .index, batch: Bool = true,
+    restartsPerDay: Double? = nil, costBatches: Bool = false, hours: Int64 = 1
+) -> (violation: Violation?, hash: String, lines: [String], sim: Simulation) {
+    var options = SimOptions(seed: seed, nodes: nodes, duration: .seconds(hours * 3600), scheduler: scheduler)
+    options.batch = batch
+    options.restartsPerDay = restartsPerDay
+    if costBatches { options.costBatchesPath = "(in memory)" }
+    let sim = Simulation(options: options, keepLog: true)
     let v = sim.run()
-    return (v, sim.log.sha256Hex(), sim.logLines)
+    return (v, sim.log.sha256Hex(), sim.logLines, sim)
 }
 
 struct DeterminismTests {
@@ -58,6 +63,83 @@ struct BrokenSchedulerTests {
         let kinds = (1...5 as ClosedRange<UInt64>).map { simulate($0, scheduler: variant).violation?.kind }
         #expect(kinds.contains(kind), "\(variant.rawValue): \(kinds)")
         #expect(kinds.allSatisfy { $0 == nil || $0 == kind })
+    }
+}
+
+struct BatchTests {
+    /// Workloads that need new machines are planned together; the plans never cost more than a machine each.
+    @Test func batchesCostNoMoreThanOneMachineEach() {
+        let r = simulate(3, nodes: 50, hours: 2)
+        let s = r.sim.stats
+        #expect(r.violation == nil)
+        #expect(s.batches == 11)
+        #expect(s.batchedWorkloads == 88)
+        #expect(s.batchMachines == 33)
+        #expect(abs(s.batchPlanCostPerHour - 195.13) < 0.01, "\(s.batchPlanCostPerHour)")
+        #expect(abs(s.batchEachCostPerHour - 200.32) < 0.01, "\(s.batchEachCostPerHour)")
+        #expect(s.batchPlanCostPerHour < s.batchEachCostPerHour)
+        #expect(s.batchEachCostPerHour < s.batchNaiveCostPerHour)
+        for seed in 1...4 as ClosedRange<UInt64> {
+            let t = simulate(seed).sim.stats
+            #expect(t.batchPlanCostPerHour <= t.batchEachCostPerHour + 1e-9, "seed \(seed)")
+        }
+    }
+
+    /// The batches are written in cost-bound's JSON-lines shape, and add up to what the summary reports.
+    @Test func costBatchLinesAddUp() throws {
+        let r = simulate(3, nodes: 50, costBatches: true, hours: 2)
+        let lines = r.sim.costBatchLines
+        #expect(lines.count == r.sim.stats.batches)
+        var plan = 0.0
+        var workloads = 0
+        for line in lines {
+            let b = try JSONDecoder().decode(CostBatch.self, from: Data(line.utf8))
+            plan += b.planCostPerHour
+            workloads += b.workloads.count
+            #expect(b.workloads.allSatisfy { w in !w.markets.isEmpty && w.markets.allSatisfy { $0 < b.markets.count } })
+            #expect(b.markets.allSatisfy { $0.price > 0 && $0.cpu > 0 })
+        }
+        #expect(abs(plan - r.sim.stats.batchPlanCostPerHour) < 1e-6)
+        #expect(workloads == r.sim.stats.batchedWorkloads)
+    }
+
+    /// `--batch off` gives each workload its own machine at once: another run, and no batches.
+    @Test func batchOffDiffers() {
+        let on = simulate(3, nodes: 50, hours: 2)
+        let off = simulate(3, nodes: 50, batch: false, hours: 2)
+        #expect(on.violation == nil)
+        #expect(off.violation == nil)
+        #expect(on.hash != off.hash)
+        #expect(on.sim.stats.batches > 0)
+        #expect(off.sim.stats.batches == 0)
+        #expect(off.lines.contains { $0.contains("awaiting batch") } == false)
+        #expect(on.lines.contains { $0.contains("awaiting batch") })
+    }
+}
+
+struct RestartTests {
+    /// Controller restarts in the fault phase keep every invariant (no workload twice, no orphaned or duplicated
+    /// machine, the $/h adds up), and the run is still the same for the same seed.
+    @Test(arguments: [1, 2, 5, 9] as [UInt64])
+    func restartsKeepInvariantsAndDeterminism(seed: UInt64) {
+        let a = simulate(seed, nodes: 25, restartsPerDay: 200)
+        let b = simulate(seed, nodes: 25, restartsPerDay: 200)
+        #expect(a.violation == nil, "seed \(seed): \(a.violation.map(\.description) ?? "")")
+        #expect(a.sim.stats.restarts >= 3)
+        #expect(a.lines.contains { $0.contains("controller restarted") })
+        #expect(a.hash == b.hash)
+        #expect(a.lines == b.lines)
+    }
+
+    /// Restarts with one machine each, and with the broken schedulers, which the invariants still catch.
+    @Test func restartsWithoutBatches() {
+        let r = simulate(2, nodes: 25, batch: false, restartsPerDay: 200)
+        #expect(r.violation == nil, "\(r.violation.map(\.description) ?? "")")
+        #expect(r.sim.stats.restarts >= 3)
+        let caught = (1...5 as ClosedRange<UInt64>).map {
+            simulate($0, scheduler: .brokenDoubleBook, restartsPerDay: 200).violation?.kind
+        }
+        #expect(caught.contains(.overCommit), "\(caught)")
     }
 }
 
@@ -109,6 +191,14 @@ struct OptionsTests {
         want.quiet = true
         #expect(parsed == .run(want))
         #expect(try SimOptions.parse(["--help"]) == .help)
+        var batchOff = SimOptions(seed: 3)
+        batchOff.batch = false
+        batchOff.restartsPerDay = 12
+        batchOff.costBatchesPath = "b.jsonl"
+        #expect(
+            try SimOptions.parse([
+                "--seed", "3", "--batch", "off", "--restarts-per-day", "12", "--cost-batches", "b.jsonl",
+            ]) == .run(batchOff))
     }
 
     @Test(arguments: [
@@ -120,6 +210,8 @@ struct OptionsTests {
         (["--seed", "1", "--duration", "10s"], "--duration must be from 1m to 7d"),
         (["--seed", "1", "--scheduler", "fast"], "--scheduler takes one of index, reference"),
         (["--seed", "1", "--frobnicate"], "unknown option \"--frobnicate\""),
+        (["--seed", "1", "--batch", "maybe"], "--batch takes on or off"),
+        (["--seed", "1", "--restarts-per-day", "-2"], "--restarts-per-day takes a number"),
     ])
     func rejectsBadInput(args: [String], message: String) {
         #expect {
