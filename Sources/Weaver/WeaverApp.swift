@@ -238,6 +238,54 @@ public final class WeaverApp: Sendable {
         _ p: Settings.Providers, catalog: OfferCatalog, clock: any WallClock, logger: Logger
     ) throws -> [any Provider] {
         var drivers: [any Provider] = []
+        // Kubernetes clusters (k8s, coreweave): a kubeconfig, or the in-cluster service account for k8s.
+        func kubernetes(
+            _ name: ProviderName, kubeconfig: String, namespace: String, endpoint: String, key: String
+        ) throws -> KubernetesConnection {
+            do {
+                return try KubernetesConnection.fromSettings(
+                    kubeconfig: kubeconfig, namespace: namespace, endpoint: endpoint)
+            } catch {
+                throw FabricError(.invalidArgument, "\(key): \(error.message)", field: key)
+            }
+        }
+        if p.k8s.enabled {
+            let c = try kubernetes(
+                .k8s, kubeconfig: p.k8s.kubeconfig, namespace: p.k8s.namespace, endpoint: p.k8s.endpoint,
+                key: "providers.k8s.kubeconfig")
+            let transport = KubernetesDriver.transport(
+                for: c, provider: .k8s, logger: logger.with(component: "k8s"), clock: clock,
+                random: SystemRandomNumberGenerator())
+            drivers.append(
+                KubernetesDriver(
+                    configuration: KubernetesConfiguration(connection: c, namespace: p.k8s.namespace),
+                    transport: transport, clock: clock))
+        }
+        if p.coreweave.enabled, !p.coreweave.kubeconfig.isEmpty {
+            let c = try kubernetes(
+                .coreweave, kubeconfig: p.coreweave.kubeconfig, namespace: p.coreweave.namespace,
+                endpoint: p.coreweave.endpoint, key: "providers.coreweave.kubeconfig")
+            let transport = KubernetesDriver.transport(
+                for: c, provider: .coreweave, logger: logger.with(component: "coreweave"), clock: clock,
+                random: SystemRandomNumberGenerator())
+            drivers.append(
+                KubernetesDriver.coreWeave(
+                    connection: c, transport: transport, clock: clock, namespace: p.coreweave.namespace,
+                    catalog: catalog))
+        }
+        if p.runpod.enabled, !p.runpod.apiKey.exposedValue.isEmpty {
+            let configuration =
+                p.runpod.endpoint.isEmpty
+                ? RunPodConfiguration(apiKey: p.runpod.apiKey.exposedValue, catalog: catalog)
+                : RunPodConfiguration(
+                    apiKey: p.runpod.apiKey.exposedValue, endpoint: p.runpod.endpoint, catalog: catalog)
+            drivers.append(
+                RunPodDriver(
+                    configuration: configuration,
+                    transport: RunPodDriver.transport(
+                        logger: logger.with(component: "runpod"), clock: clock, random: SystemRandomNumberGenerator()),
+                    clock: clock))
+        }
         if p.aws.enabled, !p.aws.accessKeyID.isEmpty, !p.aws.secretAccessKey.exposedValue.isEmpty {
             guard !p.aws.imageID.isEmpty else {
                 throw FabricError(

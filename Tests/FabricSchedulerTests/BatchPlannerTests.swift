@@ -84,7 +84,7 @@ struct BatchPlannerTests {
     }
 
     /// The independent checker (scripts/cost-bound, HiGHS) on batches whose bound is known by hand.
-    @Test func theLPCheckerFindsKnownBounds() throws {
+    @Test func theLPCheckerFindsKnownBounds() async throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         let python = root.appendingPathComponent(".venv/bin/python").path
@@ -110,8 +110,14 @@ struct BatchPlannerTests {
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
         try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
+        // Read and wait on a thread of its own: blocking a cooperative thread would stall other tests.
+        let text = await withCheckedContinuation { (c: CheckedContinuation<String, Never>) in
+            Thread {
+                let data = out.fileHandleForReading.readDataToEndOfFile()
+                p.waitUntilExit()
+                c.resume(returning: String(decoding: data, as: UTF8.self))
+            }.start()
+        }
         #expect(p.terminationStatus == 0)
         let rows = text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
         let three = try #require(rows.first { $0.first == "three-halves" })

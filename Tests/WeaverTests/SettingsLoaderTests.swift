@@ -218,6 +218,16 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
                 + "ending with a letter or digit"
         ),
         ("data.dir", "", "must not be empty"),
+        (
+            "providers.gcp.zones", "us-central1-a,,b",
+            "expected names separated by commas, each of 1 to 63 lower-case letters, digits or '-'; \"\" is not one"
+        ),
+        (
+            "providers.aws.regions", "us-east-1,US_WEST",
+            "expected names separated by commas, each of 1 to 63 lower-case letters, digits or '-'; \"US_WEST\" is "
+                + "not one"
+        ),
+        ("cluster.machine_nats_url", "http://x:4222", "expected a URL starting with nats:// or tls://"),
     ]
 
     @Test(arguments: badValues.indices)
@@ -493,6 +503,7 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
               tls_key_file: /etc/fabric/nats-key.pem
             cluster:
               join_token: "join-secret"
+              machine_nats_url: "nats://weaver.example.com:4222"
               heartbeat_interval: 500ms
               suspect_after: 3s
               lost_after: 9s
@@ -536,12 +547,16 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
                 enabled: false
                 access_key_id: AKIAEXAMPLE
                 secret_access_key: "aws-secret"
+                session_token: "aws-session"
                 region: eu-central-1
+                regions: "us-east-1,us-west-2"
+                image_id: ami-0abc
                 endpoint: "http://127.0.0.1:5000"
               gcp:
                 enabled: false
                 project: my-project
                 credentials_file: /etc/fabric/gcp.json
+                zones: "europe-west4-a,europe-west4-b"
                 endpoint: "http://127.0.0.1:7002"
 
             """)
@@ -609,6 +624,11 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(s.providers.gcp.project == "my-project")
         #expect(s.providers.gcp.credentialsFile == "/etc/fabric/gcp.json")
         #expect(s.providers.gcp.endpoint == "http://127.0.0.1:7002")
+        #expect(s.providers.gcp.zones == "europe-west4-a,europe-west4-b")
+        #expect(s.providers.aws.regions == "us-east-1,us-west-2")
+        #expect(s.providers.aws.imageID == "ami-0abc")
+        #expect(s.providers.aws.sessionToken.exposedValue == "aws-session")
+        #expect(s.cluster.machineNATSURL == "nats://weaver.example.com:4222")
         // Every setting was given, and differs from its default.
         for d in SettingsSchema.all {
             #expect(d.value(in: s) != d.value(in: .default), "\(d.key) kept its default")
@@ -673,7 +693,7 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(
             text.components(separatedBy: "default (secret)").count - 1
                 == SettingsSchema.all.filter(\.isSecret).count)
-        #expect(SettingsSchema.all.filter(\.isSecret).count == 6)
+        #expect(SettingsSchema.all.filter(\.isSecret).count == 7)
     }
 
     // MARK: - Redaction

@@ -10,7 +10,8 @@ import Testing
         "log.level", "log.format", "database.url", "database.host", "database.port", "database.user",
         "database.password", "database.database", "database.pool_size", "nats.url", "nats.user", "nats.password",
         "nats.token", "nats.tls", "nats.tls_ca_file", "nats.tls_cert_file", "nats.tls_key_file", "cluster.join_token",
-        "cluster.heartbeat_interval", "cluster.suspect_after", "cluster.lost_after", "scheduler.retry_interval",
+        "cluster.machine_nats_url", "cluster.heartbeat_interval", "cluster.suspect_after", "cluster.lost_after",
+        "scheduler.retry_interval",
         "scheduler.offer_unavailable_ttl", "node.enabled", "node.name", "node.region", "node.cpu", "node.memory",
         "node.price_per_hour", "node.labels", "node.gpu_count", "node.gpu_model", "runtime.stop_grace",
         "runtime.log_bytes_max", "runtime.monitor_path",
@@ -18,8 +19,9 @@ import Testing
         "providers.k8s.endpoint", "providers.runpod.enabled", "providers.runpod.api_key", "providers.runpod.endpoint",
         "providers.coreweave.enabled", "providers.coreweave.kubeconfig", "providers.coreweave.namespace",
         "providers.coreweave.endpoint", "providers.aws.enabled", "providers.aws.access_key_id",
-        "providers.aws.secret_access_key", "providers.aws.region", "providers.aws.endpoint", "providers.gcp.enabled",
-        "providers.gcp.project", "providers.gcp.credentials_file", "providers.gcp.endpoint",
+        "providers.aws.secret_access_key", "providers.aws.session_token", "providers.aws.region",
+        "providers.aws.regions", "providers.aws.image_id", "providers.aws.endpoint", "providers.gcp.enabled",
+        "providers.gcp.project", "providers.gcp.credentials_file", "providers.gcp.zones", "providers.gcp.endpoint",
     ]
 
     @Test func tableHoldsExactlyTheExpectedKeysInOrder() {
@@ -90,7 +92,7 @@ import Testing
         #expect(
             secrets == [
                 "database.password", "nats.password", "nats.token", "cluster.join_token", "providers.runpod.api_key",
-                "providers.aws.secret_access_key",
+                "providers.aws.secret_access_key", "providers.aws.session_token",
             ])
         for d in SettingsSchema.all {
             let name = d.key.split(separator: ".").last!
