@@ -311,7 +311,8 @@ struct StopTests {
     func monitorIgnoresTerm() async throws {
         let box = Sandbox()
         let runtime = box.runtime()
-        try await runtime.start(run("calm", sh("sleep 1; echo done")))
+        // Long enough that a stalled test thread still finds the monitor alive when it signals it.
+        try await runtime.start(run("calm", sh("sleep 4; echo done")))
         let state = try #require(monitorState(runtime, "calm"))
         #expect(kill(state.monitorPid, SIGTERM) == 0)
         #expect(kill(state.monitorPid, SIGHUP) == 0)
@@ -394,7 +395,7 @@ struct RecoveryTests {
     func adoptsRunning() async throws {
         let box = Sandbox()
         let a = box.runtime()
-        try await a.start(run("adopt", sh("sleep 2; echo bye")))
+        try await a.start(run("adopt", sh("sleep 5; echo bye")))
         let b = box.runtime()
         #expect(await b.recover(workloadID: "adopt") == .running)
         #expect(await b.waitForExit(workloadID: "adopt") == .exited(code: 0))
@@ -612,14 +613,15 @@ struct FencingTests {
     func staleLeaseFencesTheWorkload() async throws {
         let box = Sandbox()
         let lease = NodeLease(path: box.root + "/lease")
-        lease.setTerms(NodeLease.Terms(timeout: .milliseconds(800), grace: .milliseconds(300)))
+        // A timeout well above the renewal period, so a stalled test thread does not let the lease go stale early.
+        lease.setTerms(NodeLease.Terms(timeout: .seconds(2), grace: .milliseconds(300)))
         try lease.renew()
         let runtime = ProcessRuntime(root: box.root + "/workloads", logBytesMax: 4096, lease: lease)
         try await runtime.start(run("polite", ["sleep", "60"]))
         try await runtime.start(run("stubborn", sh("trap '' TERM; echo ready; sleep 60")))
         #expect(try await eventually { try await logText(runtime, "stubborn") == "ready\n" })
-        // Renewed for 2 s (well past the 0.8 s timeout): both keep running.
-        for _ in 0..<10 {
+        // Renewed for 4 s (well past the 2 s timeout): both keep running.
+        for _ in 0..<20 {
             try lease.renew()
             try await Task.sleep(for: .milliseconds(200))
         }
