@@ -124,28 +124,6 @@ func naiveCost(_ workloads: [WorkloadSpec], provider: String, offers: [Offer]) -
     return cost
 }
 
-struct Market: Codable {
-    var key: String
-    var price: Double
-    var cpu: Int64
-    var memory: Int64
-    var gpu: Int
-}
-
-struct BatchWorkload: Codable {
-    var cpu: Int64
-    var memory: Int64
-    var gpu: Int
-    var markets: [Int]
-}
-
-struct Batch: Codable {
-    var name: String
-    var planCostPerHour: Double
-    var markets: [Market]
-    var workloads: [BatchWorkload]
-}
-
 let options = parseOptions(Array(CommandLine.arguments.dropFirst()))
 let offers = OfferCatalog.bundled.offers
 let snapshot = PlacementSnapshot(
@@ -186,7 +164,7 @@ for scenario in scenarios {
     let plan = planner.plan(snapshot, workloads)
     let elapsed = clock.now - t0
     var each = 0.0
-    var batchWorkloads: [BatchWorkload] = []
+    var batchWorkloads: [CostBatch.Workload] = []
     for w in workloads {
         let d = stack.select(snapshot, w)
         each += d.placement?.pricePerHour ?? 0
@@ -194,7 +172,7 @@ for scenario in scenarios {
             marketNumber["\($0.provider)|\($0.region)|\($0.machineType)|\($0.spot ? 1 : 0)"]
         }
         batchWorkloads.append(
-            BatchWorkload(
+            CostBatch.Workload(
                 cpu: w.resources.cpuMillis, memory: w.resources.memoryBytes, gpu: w.resources.gpuCount, markets: ms))
     }
     let naive = naiveCost(workloads, provider: "aws", offers: offers)
@@ -224,11 +202,11 @@ for scenario in scenarios {
     }
     if !plan.unplaced.isEmpty { print("  \(plan.unplaced.count) workloads fit nowhere") }
     if let out {
-        let batch = Batch(
+        let batch = CostBatch(
             name: scenario.name, planCostPerHour: plan.newMachinesPerHour,
             markets: markets.map { m in
                 let f = m.candidate.free
-                return Market(
+                return CostBatch.Market(
                     key: m.key, price: stack.costModel.marginalPrice(m.candidate, .zero), cpu: f.cpuMillis,
                     memory: f.memoryBytes, gpu: f.gpuCount)
             }, workloads: batchWorkloads)

@@ -65,6 +65,12 @@ public final class WeaverApp: Sendable {
     public static func build(
         settings: Settings, logger: Logger, clock: any WallClock = SystemWallClock(), ids: (any IDGenerator)? = nil
     ) async throws -> WeaverApp {
+        // Settings that cannot work together are refused before anything is created on disk.
+        if !settings.nats.url.isEmpty, settings.clusterJoinToken.isEmpty {
+            throw FabricError(
+                .invalidArgument, "cluster.join_token must be set when nats.url is set: shuttles present it to join",
+                field: "cluster.join_token")
+        }
         let dataDir = settings.data.dir
         do {
             try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)

@@ -1,4 +1,5 @@
 import FabricCore
+import FabricScheduler
 import Foundation
 import Testing
 
