@@ -287,23 +287,11 @@ extension WorkloadService {
             fullPassNeeded = true
             schedulePass()
         case .preempted:
-            // A reclaimed spot instance: that market in that region is skipped for a while, so the workload goes to
-            // another region (or on-demand) when it is placed again.
-            let until = clock.now().adding(options.offerUnavailableFor)
-            for o in offerView().offers where o.provider == ref.provider && o.region == ref.region {
-                unavailableUntil[
-                    OfferKey(provider: o.provider, region: o.region, machineType: o.machineType, spot: true)] = until
-            }
+            skipSpot(ref)
             transition(id, to: .preempted, reason: "Preempted", message: "spot instance \(ref.name) was reclaimed") {
                 $0.status.finishedAt = self.clock.now()
             }
-            // Not the workload's failure: placed again whatever its restart policy, within the restart limit.
-            if (active[id]?.status.attempts ?? Limits.restartsMax) < Limits.restartsMax {
-                placeAgain(id, reason: "Rescheduled", message: "after a spot preemption, elsewhere")
-            } else {
-                transition(
-                    id, to: .failed, reason: "Preempted", message: "preempted after \(Limits.restartsMax) attempts")
-            }
+            placeAgainAfterPreemption(id)
         case .stopping:
             break
         }
@@ -322,12 +310,47 @@ extension WorkloadService {
                         "machine \(ref.name) did not join within \(options.provisioningTimeout)"))
             }
         case .terminated, .preempted:
-            guard w.phase == .provisioning else { return }  // on a node: the node's own lifecycle decides
-            if instance.state == .preempted {
-                let key = OfferKey(provider: ref.provider, region: ref.region, machineType: ref.machineType, spot: true)
-                unavailableUntil[key] = clock.now().adding(options.offerUnavailableFor)
+            if instance.state == .preempted { skipSpot(ref) }
+            switch w.phase {
+            case .provisioning:
+                placeAgain(w.id, reason: "Rescheduled", message: "machine \(ref.name) ended before it joined")
+            case .starting, .running:
+                // The machine is gone under its workload: do not wait for its node to be declared lost, and give
+                // its node no new work.
+                if let node = w.status.node, nodes[node] != nil { _ = try? drain(node) }
+                release(w.id)
+                if instance.state == .preempted {
+                    transition(
+                        w.id, to: .preempted, reason: "Preempted", message: "spot machine \(ref.name) was reclaimed"
+                    ) { $0.status.finishedAt = self.clock.now() }
+                    placeAgainAfterPreemption(w.id)
+                } else {
+                    markLost(w.id, message: "machine \(ref.name) ended under its workload")
+                    schedulePass()
+                }
+            default:
+                break
             }
-            placeAgain(w.id, reason: "Rescheduled", message: "machine \(ref.name) ended before it joined")
+        }
+    }
+
+    /// A reclaimed spot instance: spot capacity of that provider in that region is skipped for a while, so the
+    /// workload goes to another region (or on demand) when it is placed again.
+    func skipSpot(_ ref: InstanceRef) {
+        let until = clock.now().adding(options.offerUnavailableFor)
+        var keys = [OfferKey(provider: ref.provider, region: ref.region, machineType: ref.machineType, spot: true)]
+        for o in offerView().offers where o.provider == ref.provider && o.region == ref.region {
+            keys.append(OfferKey(provider: o.provider, region: o.region, machineType: o.machineType, spot: true))
+        }
+        for k in keys { unavailableUntil[k] = until }
+    }
+
+    /// Not the workload's failure: placed again whatever its restart policy, within the restart limit.
+    func placeAgainAfterPreemption(_ id: String) {
+        if (active[id]?.status.attempts ?? Limits.restartsMax) < Limits.restartsMax {
+            placeAgain(id, reason: "Rescheduled", message: "after a spot preemption, elsewhere")
+        } else {
+            transition(id, to: .failed, reason: "Preempted", message: "preempted after \(Limits.restartsMax) attempts")
         }
     }
 

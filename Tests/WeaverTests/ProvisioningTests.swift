@@ -405,4 +405,48 @@ struct MachineProvisioningTests {
         await h.host.stop()
         await h.service.shutdown()
     }
+
+    @Test func aReclaimedSpotMachineSendsItsWorkloadToAnotherRegion() async throws {
+        let aws = MemoryCloud(
+            .aws,
+            offers: [
+                cpuOffer("aws", "r1", "m7i.xlarge", 0.5, spot: 0.1),
+                cpuOffer("aws", "r2", "m7i.xlarge", 0.6, spot: 0.2),
+            ])
+        let h = try await ServiceHarness(cpu: 1000, providers: [aws], offers: aws.catalog)
+        var spec = h.spec("long", ["sleep", "60"], cpu: 2000)
+        spec.placement.spot = .required
+        let w = try await h.service.submit(spec)
+        var first: InstanceRef? = nil
+        for _ in 0..<500 {
+            first = try await h.service.get(w.id).status.instance
+            if first?.id != nil { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let ref = try #require(first)
+        #expect(ref.region == "r1")
+        await aws.set(ref.name, .running)
+        let machine = try await h.join(ref.name, cpu: 4000, price: 0.1, root: h.dir + "/m1", session: "m-1")
+        for _ in 0..<500 where try await h.service.get(w.id).phase != .running {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(try await h.service.get(w.id).phase == .running)
+        // The provider takes the spot machine back.
+        await aws.set(ref.name, .preempted)
+        var second: InstanceRef? = nil
+        for _ in 0..<500 {
+            second = try await h.service.get(w.id).status.instance
+            if let s = second, s.name != ref.name, s.id != nil { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(second?.region == "r2")
+        #expect(second?.spot == true)
+        #expect(await h.service.node(id: ref.name)?.state == .draining)
+        let events = try await h.store.events(workloadID: w.id, afterSeq: 0, limit: 100).map(\.to)
+        #expect(events.contains(.preempted))
+        #expect(await aws.terminated.contains(ref.name))
+        await machine.stop()
+        await h.host.stop()
+        await h.service.shutdown()
+    }
 }
