@@ -324,7 +324,8 @@ public actor WorkloadService {
         let view = offerView()
         let snapshot = PlacementSnapshot(
             nodes: nodes.values.sorted { $0.id < $1.id }, offers: view.offers,
-            enabledProviders: view.enabledProviders, includeOffers: true)
+            enabledProviders: view.enabledProviders, unavailableOffers: currentlyUnavailable(now: clock.now()),
+            includeOffers: true)
         return stack.select(snapshot, spec)
     }
 
