@@ -65,6 +65,7 @@ public final class WeaverApp: Sendable {
     public static func build(
         settings: Settings, logger: Logger, clock: any WallClock = SystemWallClock(), ids: (any IDGenerator)? = nil
     ) async throws -> WeaverApp {
+        Crypto.keepStateUntilExit()
         // Settings that cannot work together are refused before anything is created on disk.
         if !settings.nats.url.isEmpty, settings.clusterJoinToken.isEmpty {
             throw FabricError(

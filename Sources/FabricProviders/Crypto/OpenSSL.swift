@@ -35,6 +35,12 @@ func openSSLError(_ what: String, file: String = #fileID, line: Int = #line) -> 
 
 /// SHA-256, HMAC-SHA256 and RS256 (RSASSA-PKCS1-v1_5 with SHA-256) on OpenSSL, plus hex and base64url.
 public enum Crypto {
+    /// Keeps OpenSSL's state alive until the process is gone: without this, OpenSSL's exit handler frees its locks
+    /// while a provider call still signing on another thread crashes the exiting process. Call once, early.
+    public static func keepStateUntilExit() {
+        _ = OPENSSL_init_crypto(UInt64(OPENSSL_INIT_NO_ATEXIT), nil)
+    }
+
     /// The SHA-256 digest of `data` (32 bytes).
     public static func sha256(_ data: some DataProtocol) -> [UInt8] {
         let bytes = Array(data)
