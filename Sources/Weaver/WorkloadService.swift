@@ -357,7 +357,11 @@ public actor WorkloadService {
         case .terminating:
             break
         default:
-            transition(id, to: .terminating, reason: "DeleteRequested", message: "stopping (SIGTERM, then SIGKILL)")
+            let how =
+                if w.status.node == nil, let ref = w.status.instance {
+                    "deleting its \(ref.provider) instance \(ref.name)"
+                } else { "stopping (SIGTERM, then SIGKILL)" }
+            transition(id, to: .terminating, reason: "DeleteRequested", message: how)
             if let node = w.status.node {
                 stopLater(id, nodeID: node)
             } else if let ref = w.status.instance {
