@@ -45,6 +45,9 @@ public enum JSONValue: Sendable, Hashable, Decodable {
             let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String
             throw FabricError(.invalidArgument, "malformed JSON" + (detail.map { ": \($0)" } ?? ""))
         }
+        if let key = firstDuplicateKey(in: data) {
+            throw FabricError(.invalidArgument, "\(key) appears twice in one object", field: key)
+        }
         return convert(object)
     }
 
@@ -74,5 +77,106 @@ public enum JSONValue: Sendable, Hashable, Decodable {
         case .array: "array"
         case .object: "object"
         }
+    }
+}
+
+extension JSONValue {
+    /// The path (`resources.cpu`, `command[2].x`) of the first key that appears twice in one object of a
+    /// syntactically valid JSON text, or nil. JSONSerialization keeps only one of them silently; strict input
+    /// handling refuses such a body instead. Keys are compared after their escapes are decoded.
+    public static func firstDuplicateKey(in data: Data) -> String? {
+        struct Frame {
+            var isObject: Bool
+            var path: String
+            var keys: Set<String> = []
+            var expectingKey = false
+            var currentKey: String? = nil
+            var index = 0
+        }
+        let b = [UInt8](data)
+        var stack: [Frame] = []
+        var i = 0
+        func childPath() -> String {
+            guard let top = stack.last else { return "" }
+            if top.isObject {
+                let k = top.currentKey ?? ""
+                return top.path.isEmpty ? k : top.path + "." + k
+            }
+            return top.path + "[\(top.index)]"
+        }
+        while i < b.count {
+            switch b[i] {
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                let path = childPath()
+                let isObject = b[i] == UInt8(ascii: "{")
+                stack.append(Frame(isObject: isObject, path: path, expectingKey: isObject))
+                i += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                stack.removeLast()
+                i += 1
+            case UInt8(ascii: ","):
+                if stack[stack.count - 1].isObject {
+                    stack[stack.count - 1].expectingKey = true
+                } else {
+                    stack[stack.count - 1].index += 1
+                }
+                i += 1
+            case UInt8(ascii: ":"):
+                stack[stack.count - 1].expectingKey = false
+                i += 1
+            case UInt8(ascii: "\""):
+                let (text, next) = decodeString(b, from: i + 1)
+                i = next
+                guard let top = stack.last, top.isObject, top.expectingKey else { continue }
+                if !stack[stack.count - 1].keys.insert(text).inserted {
+                    return top.path.isEmpty ? text : top.path + "." + text
+                }
+                stack[stack.count - 1].currentKey = text
+            default:
+                i += 1
+            }
+        }
+        return nil
+    }
+
+    /// Decodes the JSON string whose body starts at `start` (after the opening quote); returns it and the index
+    /// after the closing quote.
+    private static func decodeString(_ b: [UInt8], from start: Int) -> (String, Int) {
+        var out: [UInt8] = []
+        var i = start
+        var pendingHigh: UInt32? = nil
+        func append(_ scalar: UInt32) {
+            if let u = Unicode.Scalar(scalar) { out.append(contentsOf: Array(String(Character(u)).utf8)) }
+        }
+        while i < b.count, b[i] != UInt8(ascii: "\"") {
+            guard b[i] == UInt8(ascii: "\\"), i + 1 < b.count else {
+                out.append(b[i])
+                i += 1
+                continue
+            }
+            let e = b[i + 1]
+            i += 2
+            switch e {
+            case UInt8(ascii: "b"): out.append(8)
+            case UInt8(ascii: "f"): out.append(12)
+            case UInt8(ascii: "n"): out.append(10)
+            case UInt8(ascii: "r"): out.append(13)
+            case UInt8(ascii: "t"): out.append(9)
+            case UInt8(ascii: "u"):
+                guard i + 4 <= b.count, let v = UInt32(String(decoding: b[i..<(i + 4)], as: UTF8.self), radix: 16)
+                else { continue }
+                i += 4
+                if (0xD800...0xDBFF).contains(v) {
+                    pendingHigh = v
+                } else if (0xDC00...0xDFFF).contains(v), let high = pendingHigh {
+                    append(0x10000 + ((high - 0xD800) << 10) + (v - 0xDC00))
+                    pendingHigh = nil
+                } else {
+                    append(v)
+                }
+            default: out.append(e)  // \" \\ \/
+            }
+        }
+        return (String(decoding: out, as: UTF8.self), i + 1)
     }
 }
