@@ -242,8 +242,8 @@ extension WorkloadService {
         switch instance.state {
         case .pending, .unknown:
             if w.phase == .provisioning, let failure = instance.provisioningError {
-                // The driver gave up on it (a pod Unschedulable past its pending timeout): as if provision failed.
-                terminateLater(ref, reason: "its provider cannot bring it up")
+                // The driver gave up on it (a pod Unschedulable past its pending timeout): as if provision failed
+                // (placing it again deletes the instance: `releaseInstance`).
                 provisionFailed(id, ref: ref, error: failure)
                 return
             }

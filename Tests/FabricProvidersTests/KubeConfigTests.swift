@@ -180,13 +180,7 @@ struct KubeConfigTests {
         let fixture = try await TLSFixture.make()
         defer { try? FileManager.default.removeItem(at: fixture.folder) }
         let port = try freeLoopbackPort()
-        func path(_ name: String) -> String { fixture.folder.appendingPathComponent(name).path }
-        let server = try ServerProcess(
-            "openssl s_server", executable: "/usr/bin/openssl",
-            arguments: [
-                "s_server", "-accept", "127.0.0.1:\(port)", "-cert", path("server.pem"), "-key", path("server.key"),
-                "-CAfile", path("ca.pem"), "-Verify", "1", "-verify_return_error", "-www", "-quiet",
-            ], logFile: fixture.folder.appendingPathComponent("s_server.log"))
+        let server = try fixture.mutualTLSServer(port: port)
         func kubeconfig(ca: Data) -> [UInt8] {
             let yaml = """
                 current-context: tls

@@ -7,6 +7,18 @@ import Testing
 
 /// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI.
 struct TLSFixture {
+    /// An `openssl s_server` on `port` with this fixture's server certificate, requiring a client certificate
+    /// signed by its CA.
+    func mutualTLSServer(port: Int) throws -> ServerProcess {
+        func path(_ name: String) -> String { folder.appendingPathComponent(name).path }
+        return try ServerProcess(
+            "openssl s_server", executable: "/usr/bin/openssl",
+            arguments: [
+                "s_server", "-accept", "127.0.0.1:\(port)", "-cert", path("server.pem"), "-key", path("server.key"),
+                "-CAfile", path("ca.pem"), "-Verify", "1", "-verify_return_error", "-www", "-quiet",
+            ], logFile: folder.appendingPathComponent("s_server.log"))
+    }
+
     var folder: URL
     var caPEM: Data
     var clientCertificatePEM: Data
@@ -54,13 +66,7 @@ struct TLSClientTests {
         let fixture = try await TLSFixture.make()
         defer { try? FileManager.default.removeItem(at: fixture.folder) }
         let port = try freeLoopbackPort()
-        func path(_ name: String) -> String { fixture.folder.appendingPathComponent(name).path }
-        let server = try ServerProcess(
-            "openssl s_server", executable: "/usr/bin/openssl",
-            arguments: [
-                "s_server", "-accept", "127.0.0.1:\(port)", "-cert", path("server.pem"), "-key", path("server.key"),
-                "-CAfile", path("ca.pem"), "-Verify", "1", "-verify_return_error", "-www", "-quiet",
-            ], logFile: fixture.folder.appendingPathComponent("s_server.log"))
+        let server = try fixture.mutualTLSServer(port: port)
         do {
             try await server.waitUntilListening(port: port)
             let url = "https://127.0.0.1:\(port)/"
