@@ -22,25 +22,61 @@ final class SQLiteConnection: SQLConnection {
         self.path = path
     }
 
-    /// Opens (and for the writer creates, with its parent folders) the database file and applies the pragmas.
-    static func open(path: String, role: Role) throws(FabricError) -> SQLiteConnection {
-        if role == .writer {
-            let parent = (path as NSString).deletingLastPathComponent
-            if !parent.isEmpty {
-                do {
-                    try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
-                } catch {
-                    throw FabricError(.unavailable, "sqlite: cannot create the folder \(parent): \(error)")
-                }
+    /// Opens a read-only connection to a database the writer has already created.
+    static func openReader(path: String) throws(FabricError) -> SQLiteConnection {
+        do {
+            return try openOnce(path: path, role: .reader, migrate: false)
+        } catch {
+            throw error.error
+        }
+    }
+
+    /// Opens the writer, switches the file to WAL and applies pending migrations.
+    ///
+    /// Two openers racing on a brand-new file (two stores in one process, or two processes) can see
+    /// `SQLITE_BUSY` while one switches the journal mode (SQLite does not call the busy handler there) or a
+    /// transient I/O error while the other creates the WAL index; such an attempt is closed and retried with
+    /// a growing pause, for at most the busy timeout. Any other error is returned at once.
+    /// - Returns: the writer connection, migrated.
+    static func openWriter(path: String) throws(FabricError) -> SQLiteConnection {
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty {
+            do {
+                try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+            } catch {
+                throw FabricError(.unavailable, "sqlite: cannot create the folder \(parent): \(error)")
             }
         }
+        let deadline = ContinuousClock.now + StoreLimits.sqliteBusyTimeout
+        var pause = Duration.milliseconds(2)
+        while true {
+            do {
+                return try openOnce(path: path, role: .writer, migrate: true)
+            } catch {
+                let primary = error.code & 0xff
+                let contended = primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_IOERR
+                guard contended, ContinuousClock.now + pause < deadline else { throw error.error }
+                Thread.sleep(forTimeInterval: Double(pause.components.attoseconds) / 1e18)
+                pause = min(pause * 2, .milliseconds(100))
+            }
+        }
+    }
+
+    /// A failed open with SQLite's extended result code (0 when the failure did not come from SQLite).
+    struct OpenFailure: Error {
+        let error: FabricError
+        let code: Int32
+    }
+
+    private static func openOnce(path: String, role: Role, migrate: Bool) throws(OpenFailure) -> SQLiteConnection {
         var handle: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | (role == .writer ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX
         let rc = sqlite3_open_v2(path, &handle, flags, nil)
         guard rc == SQLITE_OK, let handle else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close_v2(handle)
-            throw FabricError(.unavailable, "sqlite: cannot open \(path): \(message) (code \(rc))")
+            throw OpenFailure(
+                error: FabricError(.unavailable, "sqlite: cannot open \(path): \(message) (code \(rc))"), code: rc)
         }
         let connection = SQLiteConnection(db: handle, path: path)
         do throws(FabricError) {
@@ -60,9 +96,11 @@ final class SQLiteConnection: SQLConnection {
             try connection.exec("PRAGMA synchronous = NORMAL")
             try connection.exec("PRAGMA foreign_keys = ON")
             try connection.exec("PRAGMA temp_store = MEMORY")
+            if migrate { _ = try connection.migrate() }
         } catch {
+            let code = sqlite3_extended_errcode(handle)
             connection.close()
-            throw error
+            throw OpenFailure(error: error, code: code)
         }
         return connection
     }

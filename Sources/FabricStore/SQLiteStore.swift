@@ -25,12 +25,11 @@ public final class SQLiteStore: StateStore {
         }
         self.path = path
         let writer = try await ConnectionPool(name: "sqlite-writer", size: 1) { () throws(FabricError) in
-            try SQLiteConnection.open(path: path, role: .writer)
+            try SQLiteConnection.openWriter(path: path)
         }
         do {
-            _ = try await writer.run { (db: SQLiteConnection) throws(FabricError) in try db.migrate() }
             self.readers = try await ConnectionPool(name: "sqlite-reader", size: readers) { () throws(FabricError) in
-                try SQLiteConnection.open(path: path, role: .reader)
+                try SQLiteConnection.openReader(path: path)
             }
         } catch {
             await writer.shutdown()
