@@ -70,7 +70,7 @@ bench-cost: bootstrap ## $/h of standard batches (BatchPlanner, one machine each
 	mkdir -p .tmp && $(BIN_RELEASE)/fabric-bench-cost --out .tmp/cost-batches.jsonl $(ARGS)
 	.venv/bin/python scripts/cost-bound --max-ratio 1.03 .tmp/cost-batches.jsonl
 
-sim: ## run the deterministic fleet simulation with one seed (SEED=N, SIM_ARGS="--nodes 1000 --duration 6h"), then the LP bound on its batches
+sim: ## run the deterministic fleet simulation with one seed (SEED=N, SIM_ARGS="--nodes 1000 --duration 6h"), then the lower bound (HiGHS) on its batches
 	$(SWIFT) build -c release --product fabric-sim
 	@file=$$(echo " $(SIM_ARGS) " | sed -n 's/.* --cost-batches \([^ ]*\) .*/\1/p'); file=$${file:-$(SIM_COST)}; \
 	mkdir -p "$$(dirname "$$file")"; \
@@ -78,15 +78,21 @@ sim: ## run the deterministic fleet simulation with one seed (SEED=N, SIM_ARGS="
 	if ! grep -q '"markets"' "$$file" 2>/dev/null; then echo "cost-bound: skipped, the run wrote no batches (--batch off, or nothing needed a new machine)"; \
 	elif ! [ -x $(PYTHON) ] || ! $(PYTHON) -c 'import highspy' 2>/dev/null; then \
 		echo "cost-bound: skipped, $(PYTHON) with highspy is missing (run scripts/bootstrap, or PYTHON=...)"; \
-	else echo "cost-bound (LP lower bound, HiGHS) on $$file:"; $(PYTHON) scripts/cost-bound --summary --max-ratio 1.03 "$$file"; fi
+	else echo "cost-bound (lower bound, HiGHS) on $$file:"; $(PYTHON) scripts/cost-bound --summary --max-ratio 1.03 "$$file"; fi
 
-sim-swarm: ## run seeds 1..RUNS (RUNS=N), stop at the first failure and print its reproduce line
+sim-swarm: ## run seeds 1..RUNS (RUNS=N), stop at the first failure and print its reproduce line, then the LP bound on all their batches
 	$(SWIFT) build -c release --product fabric-sim
-	@for seed in $$(seq 1 $(RUNS)); do \
-		out=$$($(BIN_RELEASE)/fabric-sim --seed $$seed --quiet $(SIM_ARGS) 2>&1); rc=$$?; \
+	@rm -rf .tmp/sim-swarm && mkdir -p .tmp/sim-swarm; \
+	for seed in $$(seq 1 $(RUNS)); do \
+		out=$$($(BIN_RELEASE)/fabric-sim --seed $$seed --quiet --cost-batches .tmp/sim-swarm/seed-$$seed.jsonl $(SIM_ARGS) 2>&1); rc=$$?; \
 		if [ $$rc -ne 0 ]; then echo "$$out"; echo "sim-swarm: seed $$seed failed"; exit 1; fi; \
 		echo "seed $$seed ok $$(echo "$$out" | tail -n 1)"; \
-	done; echo "sim-swarm: $(RUNS) seeds passed"
+	done; echo "sim-swarm: $(RUNS) seeds passed"; \
+	if ! cat .tmp/sim-swarm/*.jsonl 2>/dev/null | grep -q '"markets"'; then echo "cost-bound: skipped, no run needed a new machine"; \
+	elif ! [ -x $(PYTHON) ] || ! $(PYTHON) -c 'import highspy' 2>/dev/null; then \
+		echo "cost-bound: skipped, $(PYTHON) with highspy is missing (run scripts/bootstrap, or PYTHON=...)"; \
+	else echo "cost-bound (lower bound, HiGHS) on the batches of all $(RUNS) seeds:"; \
+		$(PYTHON) scripts/cost-bound --summary --max-ratio 1.03 .tmp/sim-swarm/*.jsonl; fi
 
 fmt: ## format the code with the checked-in .swift-format
 	$(SWIFT) format -i -r Sources Tests Simulation Benchmarks Package.swift

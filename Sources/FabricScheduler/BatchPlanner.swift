@@ -149,21 +149,63 @@ public struct BatchPlanner: Sendable {
             machineMarket.append(choice.market)
         }
 
+        var machines = polish(
+            plan.machines, machineMarket, workloads: workloads, allowed: allowed, value: value, markets: markets)
+
+        // A second plan by value correction; the cheaper one wins (ties keep the greedy plan). A lone workload
+        // already has its cheapest machine.
+        if toPack.count > 1, let corrected = valueCorrected(types: types, markets: markets) {
+            var alternative: [NewMachine] = []
+            var alternativeMarket: [Int] = []
+            var next = Array(repeating: 0, count: types.count)
+            for (m, fill) in corrected {
+                let (offer, spot) = entry(markets[m])
+                var machine = NewMachine(
+                    offer: offer, spot: spot, pricePerHour: price(markets[m]), workloads: [], free: offer.resources)
+                for (u, n) in fill.sorted(by: { $0.key < $1.key }) {
+                    for i in types[u].members[next[u]..<(next[u] + n)] {
+                        machine.workloads.append(i)
+                        machine.free = machine.free.subtracting(types[u].resources)
+                    }
+                    next[u] += n
+                }
+                alternative.append(machine)
+                alternativeMarket.append(m)
+            }
+            let polished = polish(
+                alternative, alternativeMarket, workloads: workloads, allowed: allowed, value: value, markets: markets)
+            if Self.cost(polished.machines) < Self.cost(machines.machines) { machines = polished }
+        }
+        plan.machines = machines.machines
+        return plan
+    }
+
+    private static func cost(_ machines: [NewMachine]) -> Double { machines.reduce(0) { $0 + $1.pricePerHour } }
+
+    /// Improves a list of machines: empties the ones that hold the least worth for their price into the others'
+    /// free room (where everything on one fits elsewhere) and drops them, then moves each machine to the cheapest
+    /// market that every workload on it may use and that still holds them all.
+    private func polish(
+        _ machines: [NewMachine], _ machineMarket: [Int], workloads: [WorkloadSpec], allowed: [Int: Set<Int>],
+        value: [Int: Double], markets: [Candidate]
+    ) -> (machines: [NewMachine], markets: [Int]) {
+        var out = machines
+        var machineMarket = machineMarket
         // Empty the machines that hold the least worth for their price into the others' free room, where everything
         // on one fits elsewhere; then drop the empty ones.
-        var held = plan.machines.map { m in m.workloads.reduce(0) { $0 + (value[$1] ?? 0) } }
-        let emptiestFirst = plan.machines.indices.sorted { a, b in
-            let (x, y) = (held[a] / plan.machines[a].pricePerHour, held[b] / plan.machines[b].pricePerHour)
+        var held = out.map { m in m.workloads.reduce(0) { $0 + (value[$1] ?? 0) } }
+        let emptiestFirst = out.indices.sorted { a, b in
+            let (x, y) = (held[a] / out[a].pricePerHour, held[b] / out[b].pricePerHour)
             return x != y ? x < y : a < b
         }
         var gone = Set<Int>()
         for k in emptiestFirst {
-            var free = plan.machines.map(\.free)
+            var free = out.map(\.free)
             var moves: [(workload: Int, to: Int)] = []
-            for i in plan.machines[k].workloads {
+            for i in out[k].workloads {
                 let r = workloads[i].resources
                 var best: (machine: Int, fit: Double)? = nil
-                for (m, machine) in plan.machines.enumerated()
+                for (m, machine) in out.enumerated()
                 where m != k && !gone.contains(m) && (allowed[i]?.contains(machineMarket[m]) ?? false) {
                     guard free[m].fits(r) else { continue }
                     let fit = -Self.alignment(r, free: free[m], of: machine.offer.resources)
@@ -173,23 +215,23 @@ public struct BatchPlanner: Sendable {
                 free[best.machine] = free[best.machine].subtracting(r)
                 moves.append((i, best.machine))
             }
-            guard moves.count == plan.machines[k].workloads.count else { continue }
+            guard moves.count == out[k].workloads.count else { continue }
             for (i, m) in moves {
-                plan.machines[m].workloads.append(i)
-                plan.machines[m].free = free[m]
+                out[m].workloads.append(i)
+                out[m].free = free[m]
                 held[m] += value[i] ?? 0
             }
-            plan.machines[k].workloads = []
+            out[k].workloads = []
             gone.insert(k)
         }
         if !gone.isEmpty {
-            let keep = plan.machines.indices.filter { !gone.contains($0) }
-            plan.machines = keep.map { plan.machines[$0] }
+            let keep = out.indices.filter { !gone.contains($0) }
+            out = keep.map { out[$0] }
             machineMarket = keep.map { machineMarket[$0] }
         }
 
         // Each machine as filled: the cheapest market every workload on it may use that still holds them all.
-        for (k, machine) in plan.machines.enumerated() {
+        for (k, machine) in out.enumerated() {
             var need = Resources.zero
             for i in machine.workloads { need = need.adding(workloads[i].resources) }
             var options = allowed[machine.workloads[0]] ?? []
@@ -201,13 +243,139 @@ public struct BatchPlanner: Sendable {
             }
             guard best.market != machineMarket[k] else { continue }
             let (offer, spot) = entry(markets[best.market])
-            plan.machines[k].offer = offer
-            plan.machines[k].spot = spot
-            plan.machines[k].pricePerHour = best.price
-            plan.machines[k].free = offer.resources.subtracting(need)
+            out[k].offer = offer
+            out[k].spot = spot
+            out[k].pricePerHour = best.price
+            out[k].free = offer.resources.subtracting(need)
             machineMarket[k] = best.market
         }
-        return plan
+        return (out, machineMarket)
+    }
+
+    /// Rounds of value correction.
+    static let correctionRounds = 12
+
+    /// Sequential value correction (a cutting-stock heuristic): machines are opened one pattern at a time, each the
+    /// market and fill that buy the most worth per dollar, where a workload's worth starts as its fair share and is
+    /// then corrected each round to what it really cost in the last plan (the price of each machine shared among
+    /// what it holds, in proportion to worth). Workloads that packed badly get dearer and are packed first next
+    /// round. Returns the cheapest round's machines (market, workloads of each type), or nil when some workload fit
+    /// no market.
+    private func valueCorrected(types: [WorkloadType], markets: [Candidate]) -> [(market: Int, fill: [Int: Int])]? {
+        guard !types.isEmpty else { return [] }
+        let need = types.map { Need($0.resources) }
+        let allUsed = Set(types.flatMap(\.markets)).sorted()
+        let capacity = Dictionary(uniqueKeysWithValues: allUsed.map { ($0, Need(markets[$0].free)) })
+        let prices = Dictionary(uniqueKeysWithValues: allUsed.map { ($0, price(markets[$0])) })
+        var typesOn: [Int: [Int]] = [:]
+        for (t, type) in types.enumerated() {
+            for m in type.markets where capacity[m]!.holds(need[t]) >= 1 { typesOn[m, default: []].append(t) }
+        }
+        guard types.indices.allSatisfy({ t in types[t].markets.contains { typesOn[$0]?.contains(t) ?? false } }) else {
+            return nil
+        }
+        let usable = allUsed.filter { typesOn[$0] != nil }
+        var worth = types.map { max($0.value, 1e-12) }
+        var best: (cost: Double, machines: [(market: Int, fill: [Int: Int])])? = nil
+        for _ in 0..<Self.correctionRounds {
+            var left = types.map(\.members.count)
+            var opened: [(market: Int, fill: [Int: Int], copies: Int)] = []
+            var cost = 0.0
+            while left.contains(where: { $0 > 0 }) {
+                var choice: (market: Int, ratio: Double, price: Double, fill: [Int: Int])? = nil
+                for m in usable {
+                    let (fill, held) = Self.pack(capacity[m]!, typesOn[m]!, need: need, left: left, worth: worth)
+                    guard held > 0 else { continue }
+                    let p = prices[m]!
+                    let ratio = p / held
+                    if choice == nil || ratio < choice!.ratio || (ratio == choice!.ratio && p < choice!.price) {
+                        choice = (m, ratio, p, fill)
+                    }
+                }
+                guard let choice else { return best?.machines }
+                let copies = choice.fill.map { left[$0.key] / $0.value }.min() ?? 1
+                for (t, n) in choice.fill { left[t] -= n * copies }
+                cost += choice.price * Double(copies)
+                opened.append((choice.market, choice.fill, copies))
+            }
+            if best == nil || cost < best!.cost {
+                best = (cost, opened.flatMap { o in Array(repeating: (o.market, o.fill), count: o.copies) })
+            }
+            // What each workload really cost: each machine's price shared in proportion to worth.
+            var paid = Array(repeating: 0.0, count: types.count)
+            var count = Array(repeating: 0.0, count: types.count)
+            for o in opened {
+                let held = o.fill.reduce(0.0) { $0 + worth[$1.key] * Double($1.value) }
+                for (t, n) in o.fill {
+                    paid[t] += prices[o.market]! * worth[t] / held * Double(n * o.copies)
+                    count[t] += Double(n * o.copies)
+                }
+            }
+            var moved = false
+            for t in types.indices where count[t] > 0 {
+                let next = (worth[t] + paid[t] / count[t]) / 2
+                moved = moved || abs(next - worth[t]) > 1e-9 * worth[t]
+                worth[t] = next
+            }
+            if !moved { break }  // the worths are settled: the next round would repeat this one
+        }
+        return best?.machines
+    }
+
+    /// Search nodes one machine's fill may take.
+    static let packNodesMax = 400
+
+    /// Fills one machine with the most worth: a depth-first search over the types (most worth per share of this
+    /// machine first, each from as many as fit down to none), cut where even the best worth per unit of the scarcest
+    /// resource left cannot beat the best fill found, and stopped after `packNodesMax` nodes. Its first dive is the
+    /// greedy fill, so the result is never worse than greedy. Returns the fill and its worth.
+    private static func pack(
+        _ capacity: Need, _ candidates: [Int], need: [Need], left: [Int], worth: [Double]
+    ) -> (fill: [Int: Int], held: Double) {
+        let order = candidates.filter { left[$0] > 0 && capacity.holds(need[$0]) >= 1 }.sorted { a, b in
+            let (x, y) = (worth[a] / capacity.share(need[a]), worth[b] / capacity.share(need[b]))
+            return x != y ? x > y : a < b
+        }
+        guard !order.isEmpty else { return ([:], 0) }
+        // From position i on: all the worth left, and the most worth per unit of each resource (nil: some type there
+        // needs none of it, so that resource bounds nothing).
+        var rest = Array(repeating: 0.0, count: order.count + 1)
+        var density: [[Double?]] = Array(repeating: [0, 0, 0], count: order.count + 1)
+        for i in stride(from: order.count - 1, through: 0, by: -1) {
+            let t = order[i]
+            rest[i] = rest[i + 1] + worth[t] * Double(left[t])
+            let amounts = [need[t].cpu, need[t].memory, need[t].gpu]
+            for d in 0..<3 {
+                guard let after = density[i + 1][d], amounts[d] > 0 else {
+                    density[i][d] = nil
+                    continue
+                }
+                density[i][d] = max(after, worth[t] / Double(amounts[d]))
+            }
+        }
+        var counts = Array(repeating: 0, count: order.count)
+        var best = (counts: counts, held: 0.0)
+        var nodes = 0
+        func search(_ i: Int, _ free: Need, _ held: Double) {
+            nodes += 1
+            if held > best.held { best = (counts, held) }
+            guard i < order.count, nodes < packNodesMax else { return }
+            var bound = rest[i]
+            let room = [free.cpu, free.memory, free.gpu]
+            for d in 0..<3 { if let r = density[i][d] { bound = min(bound, r * Double(room[d])) } }
+            guard held + bound > best.held * (1 + 1e-12) else { return }
+            let t = order[i]
+            for n in stride(from: min(left[t], free.holds(need[t])), through: 0, by: -1) {
+                counts[i] = n
+                search(i + 1, free.minus(need[t], times: n), held + worth[t] * Double(n))
+                if nodes >= packNodesMax { break }
+            }
+            counts[i] = 0
+        }
+        search(0, capacity, 0)
+        var fill: [Int: Int] = [:]
+        for (i, n) in best.counts.enumerated() where n > 0 { fill[order[i]] = n }
+        return (fill, best.held)
     }
 
     /// How many markets are tried when a machine is opened: the ones the workload uses most efficiently.
@@ -286,4 +454,43 @@ private struct WorkloadType {
     var allowed: Set<Int>
     var value: Double
     var members: [Int]
+}
+
+/// Resources as plain numbers, for packing arithmetic.
+private struct Need {
+    var cpu: Int64
+    var memory: Int64
+    var gpu: Int64
+
+    init(_ r: Resources) {
+        cpu = r.cpuMillis
+        memory = r.memoryBytes
+        gpu = Int64(r.gpuCount)
+    }
+
+    /// How many of `r` fit in this amount (Int.max for a zero request).
+    func holds(_ r: Need) -> Int {
+        var n = Int64.max
+        if r.cpu > 0 { n = min(n, cpu / r.cpu) }
+        if r.memory > 0 { n = min(n, memory / r.memory) }
+        if r.gpu > 0 { n = min(n, gpu / r.gpu) }
+        return n == Int64.max ? Int.max : Int(n)
+    }
+
+    /// The largest fraction of this amount's CPU, memory or GPUs that `r` takes (a small floor for a zero request).
+    func share(_ r: Need) -> Double {
+        var s = 1e-9
+        if cpu > 0 { s = max(s, Double(r.cpu) / Double(cpu)) }
+        if memory > 0 { s = max(s, Double(r.memory) / Double(memory)) }
+        if gpu > 0 { s = max(s, Double(r.gpu) / Double(gpu)) }
+        return s
+    }
+
+    func minus(_ r: Need, times n: Int) -> Need {
+        var out = self
+        out.cpu -= r.cpu * Int64(n)
+        out.memory -= r.memory * Int64(n)
+        out.gpu -= r.gpu * Int64(n)
+        return out
+    }
 }

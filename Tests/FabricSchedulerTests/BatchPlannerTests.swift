@@ -38,6 +38,22 @@ struct BatchPlannerTests {
         #expect(plan.unplaced[3]?[Reason.insufficientGPU] != nil)
     }
 
+    /// CPU-heavy and memory-heavy workloads are cheapest mixed on one machine type: 64 vCPUs are asked for, the
+    /// cheapest CPU is $0.01 a vCPU on "wide", so $0.64 (four machines, each 3 CPU-heavy + 2 memory-heavy) is
+    /// optimal. Filling each machine with one kind would cost $0.67 or more.
+    @Test func complementaryWorkloadsShareMachines() {
+        let wide = offer("gcp", "r1", "wide", cpu: 16, memGi: 64, price: 0.16)
+        let highmem = offer("gcp", "r1", "highmem", cpu: 8, memGi: 64, price: 0.095)
+        let snapshot = PlacementSnapshot(nodes: [], offers: [wide, highmem], enabledProviders: ["gcp"])
+        let workloads =
+            Array(repeating: spec(cpu: 4000, memGi: 2), count: 12)
+            + Array(repeating: spec(cpu: 2000, memGi: 16), count: 8)
+        let plan = BatchPlanner().plan(snapshot, workloads)
+        #expect(abs(plan.newMachinesPerHour - 0.64) < 1e-9)
+        #expect(plan.machines.map(\.offer.machineType) == Array(repeating: "wide", count: 4))
+        #expect(Set(plan.machines.flatMap(\.workloads)) == Set(workloads.indices))
+    }
+
     /// Random batches over the bundled catalog: every workload placed once or explained, no machine over-filled,
     /// every workload on a market it may use, and never dearer than one machine each.
     @Test(arguments: [11, 12, 13, 14] as [UInt64])
@@ -90,14 +106,18 @@ struct BatchPlannerTests {
         let python = root.appendingPathComponent(".venv/bin/python").path
         try #require(
             FileManager.default.isExecutableFile(atPath: python), "run scripts/bootstrap: it installs highspy in .venv")
-        // Three 1-CPU workloads, machines of 2 CPUs at $1: the LP may buy 1.5 machines. One 1-CPU workload on a
-        // 4-CPU machine at $2 must buy a whole one (the x <= y cut).
+        // Three 1-CPU workloads, machines of 2 CPUs at $1: the LP says 1.5 machines, whole machines make it 2, so a
+        // plan of 3 is over. One 1-CPU workload on a 4-CPU machine at $2 must buy a whole one. Three 1.2-CPU
+        // workloads on 2-CPU machines: one fits per machine, so three machines (the assignment LP alone says 1.8).
         let batches = """
-            {"name":"three-halves","planCostPerHour":2,"markets":[{"key":"a","price":1,"cpu":2000,"memory":100,"gpu":0}],\
+            {"name":"three-halves","planCostPerHour":3,"markets":[{"key":"a","price":1,"cpu":2000,"memory":100,"gpu":0}],\
             "workloads":[{"cpu":1000,"memory":1,"gpu":0,"markets":[0]},{"cpu":1000,"memory":1,"gpu":0,"markets":[0]},\
             {"cpu":1000,"memory":1,"gpu":0,"markets":[0]}]}
             {"name":"whole","planCostPerHour":2,"markets":[{"key":"b","price":2,"cpu":4000,"memory":100,"gpu":0}],\
             "workloads":[{"cpu":1000,"memory":1,"gpu":0,"markets":[0]}]}
+            {"name":"one-each","planCostPerHour":3,"markets":[{"key":"c","price":1,"cpu":2000,"memory":100,"gpu":0}],\
+            "workloads":[{"cpu":1200,"memory":1,"gpu":0,"markets":[0]},{"cpu":1200,"memory":1,"gpu":0,"markets":[0]},\
+            {"cpu":1200,"memory":1,"gpu":0,"markets":[0]}]}
 
             """
         let input = FileManager.default.temporaryDirectory.appendingPathComponent("cost-bound-\(getpid()).jsonl")
@@ -122,7 +142,9 @@ struct BatchPlannerTests {
         let rows = text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
         let three = try #require(rows.first { $0.first == "three-halves" })
         let whole = try #require(rows.first { $0.first == "whole" })
-        #expect(three[3] == "1.50" && three[4] == "1.3333" && three.last == "OVER")
+        #expect(three[3] == "2.00" && three[4] == "1.5000" && three.last == "OVER")
         #expect(whole[3] == "2.00" && whole[4] == "1.0000")
+        let oneEach = try #require(rows.first { $0.first == "one-each" })
+        #expect(oneEach[3] == "3.00" && oneEach[4] == "1.0000")
     }
 }

@@ -74,10 +74,10 @@ struct BatchTests {
         let s = r.sim.stats
         #expect(r.violation == nil)
         #expect(s.batches == 11)
-        #expect(s.batchedWorkloads == 88)
-        #expect(s.batchMachines == 33)
-        #expect(abs(s.batchPlanCostPerHour - 195.13) < 0.01, "\(s.batchPlanCostPerHour)")
-        #expect(abs(s.batchEachCostPerHour - 200.32) < 0.01, "\(s.batchEachCostPerHour)")
+        #expect(s.batchedWorkloads == 74)
+        #expect(s.batchMachines == 29)
+        #expect(abs(s.batchPlanCostPerHour - 152.49) < 0.01, "\(s.batchPlanCostPerHour)")
+        #expect(abs(s.batchEachCostPerHour - 156.91) < 0.01, "\(s.batchEachCostPerHour)")
         #expect(s.batchPlanCostPerHour < s.batchEachCostPerHour)
         #expect(s.batchEachCostPerHour < s.batchNaiveCostPerHour)
         for seed in 1...4 as ClosedRange<UInt64> {
