@@ -261,7 +261,9 @@ struct Obj {
         switch v {
         case .int(let i): return i
         case .double(let d) where d.rounded() == d && abs(d) < 1e15: return Int64(d)
-        case .double: throw FabricError.invalid(field(k), "\(field(k)) must be a whole number")
+        case .double(let d) where d.isFinite && d.rounded() != d:
+            throw FabricError.invalid(field(k), "\(field(k)) must be a whole number")
+        case .double: throw FabricError.invalid(field(k), "\(field(k)) is out of range")
         default: throw typeError(k, "an integer", v)
         }
     }

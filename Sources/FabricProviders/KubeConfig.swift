@@ -178,21 +178,9 @@ public enum KubeConfig {
         return base + "/" + path
     }
 
-    /// A whole file up to `fileBytesMax`, or an `.invalidArgument` error naming it.
+    /// A whole file up to `fileBytesMax`, or an `.invalidArgument` error naming it and what is wrong.
     static func readFile(_ path: String, what: String) throws(FabricError) -> Data {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw FabricError(.invalidArgument, "cannot open \(what) file \(path)", field: "kubeconfig")
-        }
-        defer { try? handle.close() }
-        let data: Data
-        do { data = try handle.read(upToCount: fileBytesMax + 1) ?? Data() } catch {
-            throw FabricError(.invalidArgument, "cannot read \(what) file \(path): \(error)", field: "kubeconfig")
-        }
-        guard data.count <= fileBytesMax else {
-            throw FabricError(
-                .invalidArgument, "\(what) file \(path) is larger than \(fileBytesMax) bytes", field: "kubeconfig")
-        }
-        return data
+        try SmallFile.read(path, what: what, bytesMax: fileBytesMax, field: "kubeconfig")
     }
 }
 

@@ -84,6 +84,13 @@ public final class WeaverApp: Sendable {
             throw FabricError(.invalidArgument, problem, field: "cluster.suspect_after")
         }
         try lockDataDir(dataDir)
+        // Settings that name files (catalog, credentials, kubeconfigs) are checked before the store opens.
+        let catalog: OfferCatalog
+        do { catalog = try OfferCatalog.active(file: settings.catalog.file) } catch {
+            throw FabricError(.invalidArgument, "catalog.file: \(error.message)", field: "catalog.file")
+        }
+        let drivers = try providerDrivers(
+            settings.providers, catalog: catalog, clock: clock, logger: logger.with(component: "providers"))
         let store: any StateStore
         let storeKind: String
         switch settings.database.kind {
@@ -98,12 +105,6 @@ public final class WeaverApp: Sendable {
             logger.info("store open", ["kind": "postgres", "database": settings.database.redactedTarget])
         }
 
-        let catalog: OfferCatalog
-        do { catalog = try OfferCatalog.active(file: settings.catalog.file) } catch {
-            throw FabricError(.invalidArgument, "catalog.file: \(error.message)", field: "catalog.file")
-        }
-        let drivers = try providerDrivers(
-            settings.providers, catalog: catalog, clock: clock, logger: logger.with(component: "providers"))
         let providers = ProviderService(
             catalog: catalog, entries: providerEntries(settings.providers), clock: clock, drivers: drivers)
 
@@ -318,7 +319,9 @@ public final class WeaverApp: Sendable {
         if p.gcp.enabled, !p.gcp.credentialsFile.isEmpty {
             let key: Data
             do {
-                key = try readSmallFile(p.gcp.credentialsFile, bytesMax: credentialsFileBytesMax)
+                key = try SmallFile.read(
+                    p.gcp.credentialsFile, what: "service account key", bytesMax: credentialsFileBytesMax,
+                    field: "providers.gcp.credentials_file")
             } catch {
                 throw FabricError(
                     .invalidArgument, "providers.gcp.credentials_file: \(error.message)",
@@ -343,19 +346,6 @@ public final class WeaverApp: Sendable {
 
     /// The largest credentials file weaver reads.
     static let credentialsFileBytesMax = 64 << 10
-
-    /// A small file's bytes, refusing larger ones.
-    static func readSmallFile(_ path: String, bytesMax: Int) throws(FabricError) -> Data {
-        guard let h = FileHandle(forReadingAtPath: path) else {
-            throw FabricError(.invalidArgument, "cannot read \(path)")
-        }
-        defer { try? h.close() }
-        let data = (try? h.read(upToCount: bytesMax + 1)) ?? Data()
-        guard data.count <= bytesMax else {
-            throw FabricError(.invalidArgument, "\(path) is larger than \(bytesMax) bytes")
-        }
-        return data
-    }
 
     /// The boot script of a new cloud machine: starts shuttle (which the machine's image must have) joined to this
     /// weaver under the instance name. The join token travels in the provider's user data / metadata.

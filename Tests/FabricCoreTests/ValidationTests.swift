@@ -76,6 +76,19 @@ import Testing
         }
     }
 
+    @Test(arguments: [
+        ("1.5", "resources.gpu.count must be a whole number"), ("1e308", "resources.gpu.count is out of range"),
+        ("-1e300", "resources.gpu.count is out of range"), ("17", "GPU count must be between 0 and 16, got 17"),
+    ])
+    func gpuCountMessages(count: String, message: String) {
+        do {
+            _ = try parse(#"{"name":"a","command":["true"],"resources":{"gpu":{"count":"# + count + "}}}")
+            Issue.record("accepted \(count)")
+        } catch {
+            #expect(error.message == message)
+        }
+    }
+
     @Test(arguments: ["", "{", "nul", #"{"name":"a""#, #"{"name":"a" "command":["true"]}"#])
     func malformedJSON(body: String) {
         do {

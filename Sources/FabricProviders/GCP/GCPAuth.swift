@@ -50,9 +50,17 @@ public struct ServiceAccountKey: Sendable, Hashable, Decodable {
             return key
         } catch let e as ProviderError {
             throw e
+        } catch DecodingError.keyNotFound(let field, _) {
+            throw ProviderError(
+                .invalidRequest, provider: "gcp", code: "InvalidKey", "service-account key lacks \(field.stringValue)")
+        } catch DecodingError.typeMismatch(_, let context) {
+            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw ProviderError(
+                .invalidRequest, provider: "gcp", code: "InvalidKey",
+                "service-account key field \(field) has the wrong type")
         } catch {
             throw ProviderError(
-                .invalidRequest, provider: "gcp", code: "InvalidKey", "service-account key is not valid key JSON")
+                .invalidRequest, provider: "gcp", code: "InvalidKey", "service-account key is not valid JSON")
         }
     }
 
