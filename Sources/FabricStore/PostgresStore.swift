@@ -76,9 +76,11 @@ public final class PostgresStore: StateStore {
 
     /// Stores a new workload (version 1) and its first event (seq 1).
     @discardableResult
-    public func createWorkload(_ workload: Workload, event: WorkloadEvent) async throws(FabricError) -> WorkloadEvent {
+    public func createWorkload(_ workload: Workload, event: WorkloadEvent, document: Data?) async throws(FabricError)
+        -> WorkloadEvent
+    {
         try StoreValidation.checkCreate(workload)
-        let row = try WorkloadRow(workload)
+        let row = try WorkloadRow(workload, document: document)
         let (stored, doc) = try EventRow(event, workloadID: workload.id).stored(seq: 1)
         try await write { (db: PostgresConnection) throws(FabricError) in
             try StoreQueries.createWorkload(db, row, event: doc, at: stored.at.millisecondsSinceEpoch)
@@ -88,10 +90,10 @@ public final class PostgresStore: StateStore {
 
     /// Replaces a workload whose stored version is `workload.version - 1` and appends `event`.
     @discardableResult
-    public func updateWorkload(_ workload: Workload, event: WorkloadEvent?) async throws(FabricError)
+    public func updateWorkload(_ workload: Workload, event: WorkloadEvent?, document: Data?) async throws(FabricError)
         -> WorkloadEvent?
     {
-        let row = try WorkloadRow(workload)
+        let row = try WorkloadRow(workload, document: document)
         let eventRow: EventRow? = try event.map { (e) throws(FabricError) in try EventRow(e, workloadID: workload.id) }
         return try await write { (db: PostgresConnection) throws(FabricError) in
             try StoreQueries.updateWorkload(db, row, event: eventRow)

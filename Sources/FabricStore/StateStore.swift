@@ -42,14 +42,18 @@ public struct WorkloadPage: Sendable, Hashable {
 public protocol StateStore: Sendable {
     /// Stores a new workload (its `version` must be 1) and its first event. `.alreadyExists` on a duplicate ID.
     /// - Returns: the event as stored, with its per-workload sequence number assigned.
+    /// `document`, when given, is `FabricJSON.encode(workload)` already made by the caller; the store writes it as is
+    /// instead of encoding the workload again.
+    /// - Returns: the event as stored, with its per-workload sequence number assigned.
     @discardableResult
-    func createWorkload(_ workload: Workload, event: WorkloadEvent) async throws -> WorkloadEvent
+    func createWorkload(_ workload: Workload, event: WorkloadEvent, document: Data?) async throws -> WorkloadEvent
 
     /// Replaces a workload whose stored version is `workload.version - 1` (optimistic concurrency), and appends
     /// `event` if given. `.conflict` when the stored version differs, `.notFound` when absent.
     /// - Returns: the event as stored (sequence assigned), or nil when none was given.
+    /// `document` as for `createWorkload`.
     @discardableResult
-    func updateWorkload(_ workload: Workload, event: WorkloadEvent?) async throws -> WorkloadEvent?
+    func updateWorkload(_ workload: Workload, event: WorkloadEvent?, document: Data?) async throws -> WorkloadEvent?
 
     /// One workload by ID, or nil.
     func workload(id: String) async throws -> Workload?
@@ -74,4 +78,18 @@ public protocol StateStore: Sendable {
 
     /// Closes connections; later calls fail with `.unavailable`.
     func close() async
+}
+
+extension StateStore {
+    /// Stores a new workload, encoding its document.
+    @discardableResult
+    public func createWorkload(_ workload: Workload, event: WorkloadEvent) async throws -> WorkloadEvent {
+        try await createWorkload(workload, event: event, document: nil)
+    }
+
+    /// Replaces a workload, encoding its document.
+    @discardableResult
+    public func updateWorkload(_ workload: Workload, event: WorkloadEvent?) async throws -> WorkloadEvent? {
+        try await updateWorkload(workload, event: event, document: nil)
+    }
 }

@@ -113,12 +113,13 @@ struct WorkloadRow: Sendable {
     /// The labels as one JSON object, for PostgreSQL's `json_each_text`.
     var labelsDoc: Data
 
-    init(_ w: Workload) throws(FabricError) {
+    /// - Parameter document: `FabricJSON.encode(w)` when the caller has it already.
+    init(_ w: Workload, document: Data? = nil) throws(FabricError) {
         id = w.id
         name = w.name
         phase = w.phase.rawValue
         version = Int64(w.version)
-        doc = try FabricJSON.encode(w)
+        if let document { doc = document } else { doc = try FabricJSON.encode(w) }
         createdAtMs = w.createdAt.millisecondsSinceEpoch
         updatedAtMs = w.updatedAt.millisecondsSinceEpoch
         labels = w.spec.labels.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }

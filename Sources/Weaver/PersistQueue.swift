@@ -1,6 +1,7 @@
 import FabricCore
 import FabricLog
 import FabricStore
+import Foundation
 import Synchronization
 
 /// A value that arrives later, awaited by any number of tasks.
@@ -41,8 +42,10 @@ final class Promise<Value: Sendable>: Sendable {
 /// memory has already moved on and dropping it would lose history.
 final class PersistQueue: Sendable {
     enum Op: Sendable {
-        case create(Workload, WorkloadEvent)
-        case update(Workload, WorkloadEvent?)
+        /// A new workload, its first event and its JSON document (`FabricJSON.encode` of it, when at hand).
+        case create(Workload, WorkloadEvent, Data?)
+        /// A changed workload, its event if the phase changed, and its JSON document when at hand.
+        case update(Workload, WorkloadEvent?, Data?)
         /// A node record (lane by node ID).
         case node(NodeInfo)
         /// Completes once every write queued before it for this workload is stored.
@@ -88,7 +91,7 @@ final class PersistQueue: Sendable {
     func enqueue(_ op: Op) -> Promise<Void> {
         let id: String
         switch op {
-        case .create(let w, _), .update(let w, _): id = w.id
+        case .create(let w, _, _), .update(let w, _, _): id = w.id
         case .node(let n): id = "node/" + n.id
         case .barrier(let workloadID): id = workloadID
         }
@@ -129,19 +132,21 @@ final class PersistQueue: Sendable {
                 }
             }
             job.done.fulfil(.success(()))
-        case .create(let w, let e):
+        case .create(let w, let e, let document):
             do {
-                let stored = try await store.createWorkload(w, event: e)
+                let stored = try await store.createWorkload(w, event: e, document: document)
                 events?.publish(stored)
                 job.done.fulfil(.success(()))
             } catch {
                 job.done.fulfil(.failure(error))
             }
-        case .update(let w, let e):
+        case .update(let w, let e, let document):
             var delay: Duration = .milliseconds(50)
             while true {
                 do {
-                    if let stored = try await store.updateWorkload(w, event: e) { events?.publish(stored) }
+                    if let stored = try await store.updateWorkload(w, event: e, document: document) {
+                        events?.publish(stored)
+                    }
                     job.done.fulfil(.success(()))
                     return
                 } catch let err as FabricError where err.code == .conflict || err.code == .notFound {

@@ -286,7 +286,7 @@ public actor WorkloadService {
         }
         let event = WorkloadEvent(workloadID: w.id, seq: 1, at: now, from: nil, to: .pending, reason: "Created")
         let document = try FabricJSON.encode(w)
-        let stored = persist.enqueue(.create(w, event))
+        let stored = persist.enqueue(.create(w, event, document))
         setActive(w, document: document)
         enqueuePending(w.id)
         if decision.placement == nil { fresh.removeLast() }  // already judged against the current capacity
@@ -693,19 +693,20 @@ public actor WorkloadService {
         w.updatedAt = clock.now()
         let event = WorkloadEvent(
             workloadID: id, seq: 0, at: w.updatedAt, from: from, to: phase, reason: reason, message: message)
-        let stored = persist.enqueue(.update(w, event))
+        let document = try? FabricJSON.encode(w)  // once, for the store and the GET cache
+        let stored = persist.enqueue(.update(w, event, document))
         if phase.isFinal {
             retryAfter[id] = nil
             finishing[id] = w
             active[id] = nil
-            documents.set(id, try? FabricJSON.encode(w))
+            documents.set(id, document)
             let version = w.version
             Task { [weak self] in
                 _ = try? await stored.value()
                 await self?.stored(id, version: version)
             }
         } else {
-            setActive(w)
+            setActive(w, document: document)
         }
         return stored
     }
@@ -723,8 +724,9 @@ public actor WorkloadService {
         change(&w)
         w.version += 1
         w.updatedAt = clock.now()
-        setActive(w)
-        persist.enqueue(.update(w, nil))
+        let document = try? FabricJSON.encode(w)
+        setActive(w, document: document)
+        persist.enqueue(.update(w, nil, document))
     }
 
     /// Charges a workload's resources to a node, once.
