@@ -74,7 +74,8 @@ let daemon: OpaquePointer? = withUnsafePointer(to: &socketAddress) { pointer in
     pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sockaddr in
         var options = fabric_mhd_options(
             flags: fabric_mhd_pool_flags(), port: port, bind_address: sockaddr, thread_pool_size: UInt32(threads),
-            connection_limit: 4096, connection_timeout_s: 60, connection_memory_limit: 32 << 10, listen_backlog: 1024)
+            connection_limit: 4096, per_ip_connection_limit: 256, connection_timeout_s: 60,
+            connection_memory_limit: 32 << 10, listen_backlog: 1024)
         return fabric_mhd_start(&options, handler, UnsafeMutableRawPointer(response), nil, nil)
     }
 }

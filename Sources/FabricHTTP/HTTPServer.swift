@@ -41,6 +41,9 @@ public struct HTTPServerSettings: Sendable, Equatable {
     public var discardBytesMax: Int
     /// Open connections at most; more are refused at accept.
     public var connectionsMax: Int
+    /// Open connections from one client address at most (0: no limit), so that one client holding connections
+    /// open (idle, or trickling its headers) cannot take all of `connectionsMax`.
+    public var connectionsPerClientMax: Int
     /// A connection idle (or stalled mid-request) this long is closed. Suspended connections do not time out.
     public var connectionTimeout: Duration
     /// Per-connection buffer for the request line and headers (libmicrohttpd answers 431/414 past it).
@@ -55,6 +58,7 @@ public struct HTTPServerSettings: Sendable, Equatable {
         bodyBytesMax: Int = Limits.requestBodyBytesMax,
         discardBytesMax: Int = HTTPServerSettings.discardBytesMaxDefault,
         connectionsMax: Int = HTTPServerSettings.connectionsMaxDefault,
+        connectionsPerClientMax: Int = HTTPServerSettings.connectionsPerClientMaxDefault,
         connectionTimeout: Duration = HTTPServerSettings.connectionTimeoutDefault,
         connectionMemoryBytesMax: Int = HTTPServerSettings.connectionMemoryBytesMaxDefault,
         listenBacklog: Int = HTTPServerSettings.listenBacklogDefault,
@@ -65,6 +69,7 @@ public struct HTTPServerSettings: Sendable, Equatable {
         self.bodyBytesMax = bodyBytesMax
         self.discardBytesMax = discardBytesMax
         self.connectionsMax = connectionsMax
+        self.connectionsPerClientMax = connectionsPerClientMax
         self.connectionTimeout = connectionTimeout
         self.connectionMemoryBytesMax = connectionMemoryBytesMax
         self.listenBacklog = listenBacklog
@@ -75,6 +80,7 @@ public struct HTTPServerSettings: Sendable, Equatable {
     public static let threadCountDefault = max(1, ProcessInfo.processInfo.activeProcessorCount)
     public static let discardBytesMaxDefault = 8 << 20
     public static let connectionsMaxDefault = 4096
+    public static let connectionsPerClientMaxDefault = 0
     public static let connectionTimeoutDefault = Duration.seconds(60)
     public static let connectionMemoryBytesMaxDefault = 32 << 10
     public static let listenBacklogDefault = 1024
@@ -205,6 +211,7 @@ public final class HTTPServer: Sendable {
                 flags: flags, port: address.port, bind_address: sockaddr,
                 thread_pool_size: UInt32(clamping: settings.threadCount),
                 connection_limit: UInt32(clamping: settings.connectionsMax),
+                per_ip_connection_limit: UInt32(clamping: settings.connectionsPerClientMax),
                 connection_timeout_s: UInt32(clamping: timeoutSeconds),
                 connection_memory_limit: settings.connectionMemoryBytesMax,
                 listen_backlog: Int32(clamping: settings.listenBacklog))

@@ -210,7 +210,8 @@ public final class WeaverApp: Sendable {
         let server = HTTPServer(
             settings: HTTPServerSettings(
                 address: settings.server.address.description, threadCount: settings.server.threads,
-                bodyBytesMax: settings.server.bodyBytesMax, connectionsMax: settings.server.connectionsMax),
+                bodyBytesMax: settings.server.bodyBytesMax, connectionsMax: settings.server.connectionsMax,
+                connectionsPerClientMax: settings.server.clientConnectionsMax),
             responder: router,
             accessLog: { e in
                 access.debug(

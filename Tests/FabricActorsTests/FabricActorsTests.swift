@@ -189,7 +189,7 @@ import Testing
             let ghost = try Counter.resolve(id: id, using: calling)
             let (error, elapsed) = await failure { try await ghost.get() }
             #expect(callCode(error) == .noResponders)
-            #expect(elapsed < .seconds(1))  // the deadline is 5 s
+            #expect(elapsed < .seconds(3))  // at once, not after the 5 s deadline (loose for loaded machines)
         }
     }
 
@@ -276,7 +276,7 @@ import Testing
         try await waitUntil { queuedCalls(calling) == 1 }
         let (error, elapsed) = await failure { try await remote.get() }
         #expect(callCode(error) == .resourceExhausted)
-        #expect(elapsed < .milliseconds(200))
+        #expect(elapsed < .seconds(3))  // refused at once, not after the 5 s deadline
         #expect(try await slow1.value == 600)
         #expect(try await slow2.value == 600)
         #expect(try await queued.value == 1)
@@ -323,7 +323,7 @@ import Testing
         #expect(start.duration(to: clock.now) < .seconds(2))
         let (after, elapsed) = await failure { try await remote.get() }
         #expect(callCode(after) == .noResponders)
-        #expect(elapsed < .seconds(1))
+        #expect(elapsed < .seconds(3))  // at once, not after the 5 s deadline
     }
 }
 

@@ -34,10 +34,10 @@ import Testing
                 Issue.record("the call succeeded after its peer vanished")
             }
             #expect(elapsed >= .milliseconds(750))
-            #expect(elapsed < .milliseconds(1500))
+            #expect(elapsed < .milliseconds(2500))  // the deadline, not the 3 s the call would take
             let (after, afterElapsed) = await failure { try await remote.get() }
             #expect(callCode(after) == .noResponders)
-            #expect(afterElapsed < .milliseconds(500))
+            #expect(afterElapsed < .seconds(2))
             await serving.shutdown()
             await calling.shutdown()
         }

@@ -160,7 +160,7 @@ struct WireTests {
         }
         let (full, elapsed) = await failure { try await adm.acquire(timeout: .seconds(5), what: "extra") }
         #expect(callCode(full) == .resourceExhausted)
-        #expect(elapsed < .milliseconds(100))
+        #expect(elapsed < .seconds(3))  // refused at once, not after its 5 s timeout
         adm.release()
         for w in waiters { try await w.value }
         #expect(order.values == [0, 1, 2])

@@ -175,6 +175,41 @@ struct ServerTests {
         }
     }
 
+    @Test("one client address holds at most connections_per_client_max connections; one more is closed unanswered")
+    func perClientConnectionLimit() async throws {
+        var router = Router()
+        router.get("/ping") { _ in .text("pong") }
+        let settings = HTTPServerSettings(address: "127.0.0.1:0", connectionsPerClientMax: 2)
+        try await withServer(router, settings: settings) { server in
+            let port = server.port
+            let outcome = try await offPool { () -> (Int?, Int?, Int?) in
+                // Two half-sent requests hold both of this client's connections.
+                let first = try RawConnection(port: port)
+                let second = try RawConnection(port: port)
+                try first.send("GET /ping HTTP/1.1\r\nHost: t\r\n")
+                try second.send("GET /ping HTTP/1.1\r\nHost: t\r\n")
+                Thread.sleep(forTimeInterval: 0.5)  // accepted by the server before the third connects
+                let third = try RawConnection(port: port)
+                try? third.send(method: "GET", path: "/ping")
+                let refused = (try? third.readResponseOrClose())??.status
+                // The held ones still complete, and once they close a new connection is served.
+                try first.send("\r\n")
+                let held = try first.readResponse().status
+                first.shutdownWrite()
+                try second.send("\r\n")
+                _ = try second.readResponse()
+                second.shutdownWrite()
+                Thread.sleep(forTimeInterval: 0.2)
+                let later = try RawConnection(port: port)
+                try later.send(method: "GET", path: "/ping")
+                return (refused, held, try later.readResponse().status)
+            }
+            #expect(outcome.0 == nil)
+            #expect(outcome.1 == 200)
+            #expect(outcome.2 == 200)
+        }
+    }
+
     @Test("malformed requests get 400 (or a closed connection) and the server keeps serving")
     func malformed() async throws {
         var router = echoRouter()

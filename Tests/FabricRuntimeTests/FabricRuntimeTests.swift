@@ -1,6 +1,7 @@
 import FabricCore
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 
 @testable import FabricRuntime
@@ -613,21 +614,28 @@ struct FencingTests {
     func staleLeaseFencesTheWorkload() async throws {
         let box = Sandbox()
         let lease = NodeLease(path: box.root + "/lease")
-        // A timeout well above the renewal period, so a stalled test thread does not let the lease go stale early.
-        lease.setTerms(NodeLease.Terms(timeout: .seconds(2), grace: .milliseconds(300)))
+        // A timeout well above the renewal period, and renewals from a thread of their own (not the test's task,
+        // which a busy cooperative pool can stall), so the lease does not go stale early on a loaded machine.
+        lease.setTerms(NodeLease.Terms(timeout: .seconds(3), grace: .milliseconds(300)))
         try lease.renew()
+        let renewing = Mutex(true)
+        let renewer = Thread {
+            while renewing.withLock({ $0 }) {
+                try? lease.renew()
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
         let runtime = ProcessRuntime(root: box.root + "/workloads", logBytesMax: 4096, lease: lease)
         try await runtime.start(run("polite", ["sleep", "60"]))
         try await runtime.start(run("stubborn", sh("trap '' TERM; echo ready; sleep 60")))
         #expect(try await eventually { try await logText(runtime, "stubborn") == "ready\n" })
-        // Renewed for 4 s (well past the 2 s timeout): both keep running.
-        for _ in 0..<20 {
-            try lease.renew()
-            try await Task.sleep(for: .milliseconds(200))
-        }
+        // Renewed for 4 s (past the 3 s timeout): both keep running.
+        renewer.start()
+        try await Task.sleep(for: .seconds(4))
         #expect(await runtime.recover(workloadID: "polite") == .running)
         #expect(await runtime.recover(workloadID: "stubborn") == .running)
         // Renewals stop: SIGTERM ends one, SIGKILL the one that ignores it.
+        renewing.withLock { $0 = false }
         #expect(await runtime.waitForExit(workloadID: "polite") == .signaled(signal: SIGTERM))
         #expect(await runtime.waitForExit(workloadID: "stubborn") == .signaled(signal: SIGKILL))
         let record = try String(contentsOfFile: box.root + "/workloads/polite/0/exit.json", encoding: .utf8)

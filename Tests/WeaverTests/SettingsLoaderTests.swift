@@ -479,6 +479,7 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
               threads: 16
               body_bytes_max: 4Mi
               connections_max: 2048
+              client_connections_max: 64
             data:
               dir: /var/lib/fabric
             log:
@@ -565,6 +566,7 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(s.server.threads == 16)
         #expect(s.server.bodyBytesMax == 4 << 20)
         #expect(s.server.connectionsMax == 2048)
+        #expect(s.server.clientConnectionsMax == 64)
         #expect(s.data.dir == "/var/lib/fabric")
         #expect(s.log.level == .warn)
         #expect(s.log.format == .json)

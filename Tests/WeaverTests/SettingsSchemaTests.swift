@@ -6,7 +6,8 @@ import Testing
 @Suite struct SettingsSchemaTests {
     /// Every key the brief asks for, in order.
     static let expectedKeys = [
-        "server.address", "server.threads", "server.body_bytes_max", "server.connections_max", "data.dir",
+        "server.address", "server.threads", "server.body_bytes_max", "server.connections_max",
+        "server.client_connections_max", "data.dir",
         "log.level", "log.format", "database.url", "database.host", "database.port", "database.user",
         "database.password", "database.database", "database.pool_size", "nats.url", "nats.user", "nats.password",
         "nats.token", "nats.tls", "nats.tls_ca_file", "nats.tls_cert_file", "nats.tls_key_file", "cluster.join_token",

@@ -15,6 +15,7 @@ typedef struct fabric_mhd_options {
     const struct sockaddr *bind_address; // may be NULL
     unsigned int thread_pool_size;      // 0 = no pool
     unsigned int connection_limit;
+    unsigned int per_ip_connection_limit; // 0 = no limit
     unsigned int connection_timeout_s;
     size_t connection_memory_limit;
     int listen_backlog;

@@ -47,6 +47,7 @@ public enum SettingsLimits {
     public static let serverThreads = 1...256
     public static let serverBodyBytes = (1 << 10)...(1 << 30)
     public static let serverConnections = 1...1_000_000
+    public static let serverClientConnections = 0...1_000_000
     public static let databasePort = 1...65535
     public static let databasePoolSize = 1...64
     public static let schedulerRetryInterval = Duration.milliseconds(10)...Duration.seconds(3600)

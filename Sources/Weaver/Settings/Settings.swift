@@ -31,6 +31,8 @@ public struct Settings: Sendable, Equatable {
         public var bodyBytesMax = 1 << 20
         /// Open connections at most (`server.connections_max`).
         public var connectionsMax = 1024
+        /// Open connections from one client address at most, 0 for no limit (`server.client_connections_max`).
+        public var clientConnectionsMax = 256
     }
 
     /// Where state lives on disk.

@@ -99,6 +99,10 @@ public enum SettingsSchema {
         .init(
             "server.connections_max", \S.server.connectionsMax, .int(SettingsLimits.serverConnections),
             "Most open HTTP connections."),
+        .init(
+            "server.client_connections_max", \S.server.clientConnectionsMax,
+            .int(SettingsLimits.serverClientConnections),
+            "Most open HTTP connections from one client address (0: no limit), so one client cannot hold them all."),
 
         .init("data.dir", \S.data.dir, .path(allowsEmpty: false), "Folder for the SQLite file and workload logs."),
 
