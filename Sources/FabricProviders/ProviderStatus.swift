@@ -13,6 +13,9 @@ public struct ProviderStatus: Sendable, Hashable, Codable {
     public static let healthNoCredentials = "no credentials: catalog prices only"
     /// Health when a priced provider has credentials but no catalog rows, so the scheduler never picks it.
     public static let healthNoOffers = "no catalog offers"
+    /// Health when the latest call to the provider's API failed (`lastError` says how): wrong credentials, an
+    /// endpoint that cannot be reached. Placement still sees its offers; provisioning there fails over.
+    public static let healthFailing = "failing: its API answered the last call with an error"
 
     public var name: ProviderName
     public var enabled: Bool
@@ -24,6 +27,10 @@ public struct ProviderStatus: Sendable, Hashable, Codable {
     public var catalogAgeDays: Int?
     /// When live prices were last read from the provider's API; nil when only the catalog's are known.
     public var livePricesAt: Timestamp?
+    /// The error of the latest call to the provider's API when it failed (listing instances, reading offers).
+    public var lastError: String?
+    /// When that call failed.
+    public var lastErrorAt: Timestamp?
 
     public init(
         name: ProviderName, enabled: Bool, health: String, offerCount: Int, catalogAsOf: String?,

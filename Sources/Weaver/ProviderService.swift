@@ -18,6 +18,8 @@ public struct ProviderService: Sendable {
     let clock: any WallClock
     /// Drivers of the providers weaver can provision on, by name.
     public let drivers: [ProviderName: any Provider]
+    /// How the latest call to each provider's API went (offers here; the reconciler's listings in the service).
+    public let calls = ProviderCallLog()
     private let live = LiveOffers()
 
     public init(
@@ -57,8 +59,10 @@ public struct ProviderService: Sendable {
         for (name, driver) in drivers.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             do {
                 live.set(name, try await driver.offers())
+                calls.succeeded(name.rawValue)
             } catch {
                 failures[name] = error
+                calls.failed(name.rawValue, error, at: clock.now())
             }
         }
         return failures
@@ -75,6 +79,11 @@ public struct ProviderService: Sendable {
             var s = ProviderStatus.make(
                 name: $0.name, enabled: $0.enabled, hasCredentials: $0.hasCredentials, catalog: catalog, now: now)
             s.livePricesAt = liveAsOf($0.name)
+            if $0.enabled, $0.hasCredentials, let failure = calls.failure($0.name.rawValue) {
+                s.health = ProviderStatus.healthFailing
+                s.lastError = failure.message
+                s.lastErrorAt = failure.at
+            }
             return s
         }
     }
@@ -110,6 +119,28 @@ public struct ProviderService: Sendable {
 }
 
 /// The live offers drivers reported, shared by copies of the service.
+/// The latest failed call to each provider's API, cleared by the next call that succeeds.
+public final class ProviderCallLog: Sendable {
+    /// The longest error message kept.
+    static let messageBytesMax = 300
+
+    private let failures = Mutex<[String: (message: String, at: Timestamp)]>([:])
+
+    public init() {}
+
+    public func succeeded(_ provider: String) { _ = failures.withLock { $0.removeValue(forKey: provider) } }
+
+    public func failed(_ provider: String, _ error: any Error, at: Timestamp) {
+        let text = (error as? ProviderError)?.message ?? "\(error)"
+        let message = text.utf8.count <= Self.messageBytesMax ? text : String(text.prefix(Self.messageBytesMax)) + "…"
+        failures.withLock { $0[provider] = (message, at) }
+    }
+
+    public func failure(_ provider: String) -> (message: String, at: Timestamp)? {
+        failures.withLock { $0[provider] }
+    }
+}
+
 final class LiveOffers: Sendable {
     private let lists = Mutex<[ProviderName: OfferList]>([:])
     var all: [ProviderName: OfferList] { lists.withLock { $0 } }

@@ -160,7 +160,8 @@ public final class WeaverApp: Sendable {
         }
         let service = WorkloadService(
             store: store, clock: clock, ids: idGenerator, logger: logger.with(component: "workloads"),
-            options: options, offerView: { providers.offerView }, events: events, linkUp: linkUp, providers: drivers)
+            options: options, offerView: { providers.offerView }, events: events, linkUp: linkUp, providers: drivers,
+            providerCalls: providers.calls)
         let control = try ControlPlane.serve(registry: service, on: system)
         try await system.flush()
         // The drivers' offers (their regions, live prices) before the first placement; bounded, then in the background.

@@ -434,8 +434,10 @@ extension WorkloadService {
             let owned: [Instance]
             do {
                 owned = try await provider.list()
+                providerCalls.succeeded(name)
             } catch {
                 logger.warn("reconcile: cannot list instances", ["provider": name, "error": "\(error)"])
+                providerCalls.failed(name, error, at: clock.now())
                 continue
             }
             var expected: [String: String] = [:]  // instance name → workload

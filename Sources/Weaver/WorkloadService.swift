@@ -137,6 +137,8 @@ public actor WorkloadService {
 
     /// Provider drivers by name: workloads placed on their offers get an instance there.
     let providers: [String: any Provider]
+    /// Where the reconciler records how its calls to each provider went (shown as the provider's health).
+    let providerCalls: ProviderCallLog
     /// Offers skipped until the time given (capacity or quota errors, preemptions).
     var unavailableUntil: [OfferKey: Timestamp] = [:]
     var instancePollTask: Task<Void, Never>?
@@ -155,8 +157,9 @@ public actor WorkloadService {
         options: WorkloadServiceOptions = .init(), stack: PlacementStack = PlacementStack(),
         offerView: @escaping @Sendable () -> OfferView = { OfferView(offers: [], enabledProviders: []) },
         events: (any EventPublisher)? = nil, linkUp: @escaping @Sendable () -> Bool = { true },
-        providers: [any Provider] = []
+        providers: [any Provider] = [], providerCalls: ProviderCallLog = ProviderCallLog()
     ) {
+        self.providerCalls = providerCalls
         self.providers = Dictionary(providers.map { ($0.name.rawValue, $0) }, uniquingKeysWith: { a, _ in a })
         self.lifecycle = NodeLifecycle(timing: options.nodeTiming)
         self.linkUp = linkUp

@@ -9,12 +9,15 @@ import Weaver
 
 /// The settings sections a shuttle reads (a shared config file or environment may hold weaver's too).
 let shuttleSections: Set<String> = ["data", "log", "nats", "cluster", "node", "runtime"]
+/// weaver's settings within those sections.
+let weaverOnlyKeys: Set<String> = ["node.enabled", "cluster.machine_nats_url"]
 
 let settings: Settings
 do {
     switch try SettingsLoader.load(
         arguments: Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment,
-        programName: "shuttle", sections: shuttleSections)
+        programName: "shuttle", sections: shuttleSections, excluding: weaverOnlyKeys,
+        configExample: ["nats:", "  url: \"nats://127.0.0.1:4222\"", "node:", "  name: n1"])
     {
     case .help(let text):
         print(
@@ -25,6 +28,7 @@ do {
             are reported again when it comes back.
 
             Example: shuttle --nats-url nats://127.0.0.1:4222 --cluster-join-token "$TOKEN" --node-name n1
+
 
             """, terminator: "")
         print(text, terminator: "")

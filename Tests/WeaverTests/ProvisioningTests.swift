@@ -57,7 +57,14 @@ actor MemoryCloud: Provider {
         liveAt = at
     }
 
+    /// An error every call to the "API" (offers, list) throws while set: wrong credentials, an unreachable endpoint.
+    var apiDown: ProviderError? = nil
+    func breakAPI(_ message: String?) {
+        apiDown = message.map { ProviderError(.authFailed, provider: name.rawValue, code: "Scripted", $0) }
+    }
+
     func offers() async throws -> OfferList {
+        if let apiDown { throw apiDown }
         if let liveOffers { return OfferList(offers: liveOffers, origin: "live", asOf: liveAt) }
         return OfferList(offers: catalog, origin: "catalog", asOf: Timestamp(millisecondsSinceEpoch: 0))
     }
@@ -87,7 +94,10 @@ actor MemoryCloud: Provider {
         instances[name]?.state = .terminated
     }
 
-    func list() async throws -> [Instance] { Array(instances.values) }
+    func list() async throws -> [Instance] {
+        if let apiDown { throw apiDown }
+        return Array(instances.values)
+    }
 }
 
 func cpuOffer(_ provider: String, _ region: String, _ type: String, _ price: Double, spot: Double? = nil) -> Offer {
@@ -361,6 +371,47 @@ struct LiveOffersTests {
         #expect(await service.refreshOffers().isEmpty)
         #expect(service.machineTypes(.aws, region: nil).map(\.priceSource) == [])
         #expect(service.statuses().first?.livePricesAt == nil)
+    }
+
+    /// A provider whose API fails (bad credentials, unreachable) shows it in its health until a call succeeds,
+    /// whether the failing call read offers or listed instances for the reconciler.
+    @Test func aFailingAPIShowsInTheProvidersHealth() async throws {
+        let clock = ManualClock()
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "r1", "small", 0.2)])
+        let providers = ProviderService(
+            catalog: OfferCatalog(origin: "test", offers: aws.catalog),
+            entries: [.init(name: .aws, enabled: true, hasCredentials: true)], clock: clock, drivers: [aws])
+        #expect(await providers.refreshOffers().isEmpty)
+        #expect(providers.statuses().map(\.health) == [ProviderStatus.healthOK])
+
+        await aws.breakAPI("AuthFailure: the access key does not exist")
+        #expect(await providers.refreshOffers().count == 1)
+        let failing = try #require(providers.statuses().first)
+        #expect(failing.health == ProviderStatus.healthFailing)
+        #expect(failing.lastError == "AuthFailure: the access key does not exist")
+        #expect(failing.lastErrorAt == clock.now())
+        #expect(String(decoding: try FabricJSON.encode(failing), as: UTF8.self).contains("\"lastError\""))
+
+        await aws.breakAPI(nil)
+        #expect(await providers.refreshOffers().isEmpty)
+        #expect(providers.statuses().first?.health == ProviderStatus.healthOK)
+        #expect(providers.statuses().first?.lastError == nil)
+
+        // The reconciler's listing reports into the same log.
+        let dir = NSTemporaryDirectory() + "fabric-health-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try await SQLiteStore(path: dir + "/fabric.db")
+        let service = WorkloadService(
+            store: store, clock: clock, ids: SeededIDGenerator(seed: 1),
+            logger: Logger(component: "test", level: .error),
+            providers: [aws], providerCalls: providers.calls)
+        await aws.breakAPI("connection refused")
+        await service.reconcileInstances()
+        #expect(providers.statuses().first?.lastError == "connection refused")
+        await aws.breakAPI(nil)
+        await service.reconcileInstances()
+        #expect(providers.statuses().first?.health == ProviderStatus.healthOK)
+        await store.close()
     }
 }
 

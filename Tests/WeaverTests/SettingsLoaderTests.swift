@@ -677,6 +677,36 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(lines.allSatisfy { $0.count <= 120 }, "help lines fit 120 columns")
     }
 
+    /// A program that reads some sections (shuttle): the others, and the keys it excludes, are refused as flags,
+    /// ignored from the environment, and left out of its help, which shows its own config example.
+    @Test func aProgramReadsOnlyItsSectionsLessItsExclusions() throws {
+        func load(_ args: [String], _ env: [String: String] = [:]) throws -> SettingsLoadResult {
+            try SettingsLoader.load(
+                arguments: args, environment: env, programName: "runner", sections: ["node", "log"],
+                excluding: ["node.enabled"], configExample: ["node:", "  name: n1"])
+        }
+        guard case .run(let s) = try load(["--node-name", "n7"], ["FABRIC_NODE_ENABLED": "false"]) else {
+            Issue.record("expected settings")
+            return
+        }
+        #expect(s.node.name == "n7")
+        #expect(s.node.enabled == true)  // the environment's value for an excluded key is not read
+        for flag in ["--node-enabled=false", "--server-threads=2"] {
+            do {
+                _ = try load([flag])
+                Issue.record("accepted \(flag)")
+            } catch {
+                #expect("\(error)".contains("which runner does not read"), "\(error)")
+            }
+        }
+        guard case .help(let text) = try load(["--help"]) else {
+            Issue.record("expected help")
+            return
+        }
+        #expect(text.contains("--node-name") && !text.contains("--node-enabled") && !text.contains("--server-"))
+        #expect(text.contains("  node:\n    name: n1\n") && !text.contains("providers:"))
+    }
+
     @Test func helpNeverShowsASecretEvenWhenSet() throws {
         let file = try TempConfig("database:\n  password: file-secret\n")
         let env = [

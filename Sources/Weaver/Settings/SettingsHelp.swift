@@ -4,23 +4,23 @@
 /// Renders the help text.
 public enum SettingsHelp {
     /// The full help text for `programName`.
-    /// `sections` limits the settings listed to those top-level sections (nil: all).
-    public static func text(programName: String = "weaver", sections: Set<String>? = nil) -> String {
-        let shown = sections.map { s in SettingsSchema.all.filter { $0.isIn(s) } } ?? SettingsSchema.all
+    /// `sections` limits the settings listed to those top-level sections (nil: all), less the keys in `excluding`;
+    /// `configExample` shows how the config file nests keys.
+    public static func text(
+        programName: String = "weaver", sections: Set<String>? = nil, excluding: Set<String> = [],
+        configExample: [String] = weaverConfigExample
+    ) -> String {
+        let shown = (sections.map { s in SettingsSchema.all.filter { $0.isIn(s) } } ?? SettingsSchema.all)
+            .filter { !excluding.contains($0.key) }
         var lines = [
             "Usage: \(programName) [--flag value | --flag=value]...",
             "",
             "Each setting is read from, highest first: its flag, its environment variable, the YAML config file,",
             "then its default. Booleans also take a bare --flag (true) and true/false/yes/no/1/0. Lists and labels",
             "are comma-separated (k=v,k2=v2) in flags and the environment. The config file nests keys as maps:",
-            "  server:",
-            "    address: \":8080\"",
-            "  providers:",
-            "    k8s:",
-            "      enabled: true",
-            "",
-            "general:",
         ]
+        lines += configExample.map { "  " + $0 }
+        lines += ["", "general:"]
         let general = [
             ("\(SettingsSchema.configFlag) <path>", SettingsSchema.configEnvironmentName, "YAML config file to read."),
             ("-h, --help", "", "Print this help and exit."),
@@ -55,4 +55,9 @@ public enum SettingsHelp {
         }
         return lines.joined(separator: "\n") + "\n"
     }
+
+    /// weaver's example of the config file's nesting.
+    public static let weaverConfigExample = [
+        "server:", "  address: \":8080\"", "providers:", "  k8s:", "    enabled: true",
+    ]
 }

@@ -43,10 +43,15 @@ public enum SettingsLoader {
     ///     may serve weaver and shuttle alike).
     public static func load(
         arguments: [String], environment: [String: String], programName: String = "weaver",
-        version: String = defaultVersion, sections: Set<String>? = nil
+        version: String = defaultVersion, sections: Set<String>? = nil, excluding: Set<String> = [],
+        configExample: [String] = SettingsHelp.weaverConfigExample
     ) throws(SettingsError) -> SettingsLoadResult {
         let flags = scanFlags(arguments)
-        if flags.wantsHelp { return .help(SettingsHelp.text(programName: programName, sections: sections)) }
+        if flags.wantsHelp {
+            return .help(
+                SettingsHelp.text(
+                    programName: programName, sections: sections, excluding: excluding, configExample: configExample))
+        }
         if flags.wantsVersion { return .version("\(programName) \(version)") }
 
         var problems: [SettingsError.Problem] = []
@@ -63,9 +68,10 @@ public enum SettingsLoader {
         problems += flags.problems
         assignments += flags.assignments
 
-        if let sections {
+        if sections != nil || !excluding.isEmpty {
             assignments = assignments.filter { a in
-                guard !a.descriptor.isIn(sections) else { return true }
+                guard !a.descriptor.isIn(sections ?? SettingsSchema.sections) || excluding.contains(a.descriptor.key)
+                else { return true }
                 if case .flag = a.source {
                     problems.append(
                         .init(

@@ -104,7 +104,9 @@ public enum SettingsSchema {
             .int(SettingsLimits.serverClientConnections),
             "Most open HTTP connections from one client address (0: no limit), so one client cannot hold them all."),
 
-        .init("data.dir", \S.data.dir, .path(allowsEmpty: false), "Folder for the SQLite file and workload logs."),
+        .init(
+            "data.dir", \S.data.dir, .path(allowsEmpty: false),
+            "Folder for local state: workload logs, and weaver's SQLite file."),
 
         .init("log.level", \S.log.level, .choice, "Least severe log level written."),
         .init("log.format", \S.log.format, .choice, "Log line format."),
@@ -123,7 +125,7 @@ public enum SettingsSchema {
 
         .init(
             "nats.url", \S.nats.url, .url(schemes: ["nats", "tls"]),
-            "NATS server URL (nats://host:4222); empty means one process, in-process node calls."),
+            "NATS server URL (nats://host:4222); weaver without one runs single-process (shuttle needs one)."),
         .init("nats.user", \S.nats.user, .string(), "NATS user, with nats.password."),
         .init("nats.password", \S.nats.password, .secret, "NATS password."),
         .init("nats.token", \S.nats.token, .secret, "NATS token, when no user is set."),
@@ -178,7 +180,7 @@ public enum SettingsSchema {
             "Log bytes kept per workload."),
         .init(
             "runtime.monitor_path", \S.runtime.monitorPath, .path(),
-            "fabric-monitor binary; empty means next to the weaver binary."),
+            "fabric-monitor binary; empty means next to this program's binary."),
 
         .init("catalog.file", \S.catalog.file, .path(), "Offer catalog file; empty means the bundled catalog."),
 
@@ -187,7 +189,8 @@ public enum SettingsSchema {
             aliases: ["k8s-enabled"]),
         .init("providers.k8s.namespace", \S.providers.k8s.namespace, .name(), "Kubernetes namespace for workloads."),
         .init(
-            "providers.k8s.kubeconfig", \S.providers.k8s.kubeconfig, .path(), "Kubeconfig file; empty means default."),
+            "providers.k8s.kubeconfig", \S.providers.k8s.kubeconfig, .path(),
+            "Kubeconfig file; empty means the in-cluster service account."),
         .init(
             "providers.k8s.endpoint", \S.providers.k8s.endpoint, .url(schemes: ["http", "https"]),
             "Kubernetes API server URL, overriding the kubeconfig."),
