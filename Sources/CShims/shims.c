@@ -1,5 +1,33 @@
 #include "CShims.h"
 
+static int fabric_hex(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/// Percent-decodes a URL path or query value in place, like libmicrohttpd's own, except that `%00` stays as it is:
+/// a NUL would cut the C string short, so `/v1/workloads/%00` would reach the router as `/v1/workloads/`.
+static size_t fabric_unescape(void *cls, struct MHD_Connection *connection, char *s) {
+    (void)cls;
+    (void)connection;
+    char *r = s, *w = s;
+    while (*r != 0) {
+        if (r[0] == '%' && r[1] != 0 && r[2] != 0) {
+            int hi = fabric_hex(r[1]), lo = fabric_hex(r[2]);
+            if (hi >= 0 && lo >= 0 && (hi != 0 || lo != 0)) {
+                *w++ = (char)(hi * 16 + lo);
+                r += 3;
+                continue;
+            }
+        }
+        *w++ = *r++;
+    }
+    *w = 0;
+    return (size_t)(w - s);
+}
+
 struct MHD_Daemon *fabric_mhd_start(const fabric_mhd_options *o,
                                     MHD_AccessHandlerCallback handler, void *handler_cls,
                                     MHD_RequestCompletedCallback completed, void *completed_cls) {
@@ -12,6 +40,7 @@ struct MHD_Daemon *fabric_mhd_start(const fabric_mhd_options *o,
                             MHD_OPTION_CONNECTION_TIMEOUT, o->connection_timeout_s,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->connection_memory_limit,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)o->listen_backlog,
+                            MHD_OPTION_UNESCAPE_CALLBACK, fabric_unescape, NULL,
                             MHD_OPTION_END);
 }
 

@@ -45,6 +45,10 @@ public enum JSONValue: Sendable, Hashable, Decodable {
             let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String
             throw FabricError(.invalidArgument, "malformed JSON" + (detail.map { ": \($0)" } ?? ""))
         }
+        if hasTrailingComma(data) {
+            // Foundation's parser accepts `[1,]` and `{"a":1,}`; JSON (RFC 8259) does not.
+            throw FabricError(.invalidArgument, "malformed JSON: a comma before a closing } or ]")
+        }
         if let key = firstDuplicateKey(in: data) {
             throw FabricError(.invalidArgument, "\(key) appears twice in one object", field: key)
         }
@@ -81,6 +85,34 @@ public enum JSONValue: Sendable, Hashable, Decodable {
 }
 
 extension JSONValue {
+    /// Whether a syntactically valid (for Foundation) JSON text has a comma right before a closing `}` or `]`.
+    public static func hasTrailingComma(_ data: Data) -> Bool {
+        var last: UInt8 = 0  // the last byte outside strings that is not white space
+        var inString = false
+        var escaped = false
+        for c in data {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if c == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if c == UInt8(ascii: "\"") {
+                    inString = false
+                    last = c
+                }
+                continue
+            }
+            switch c {
+            case UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t"): continue
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): if last == UInt8(ascii: ",") { return true }
+            default: break
+            }
+            last = c
+        }
+        return false
+    }
+
     /// The path (`resources.cpu`, `command[2].x`) of the first key that appears twice in one object of a
     /// syntactically valid JSON text, or nil. JSONSerialization keeps only one of them silently; strict input
     /// handling refuses such a body instead. Keys are compared after their escapes are decoded.

@@ -99,6 +99,10 @@ public enum WorkloadSpecParser {
                 guard providers.count <= Limits.placementListMax else {
                     throw .invalid("placement.providers", "at most \(Limits.placementListMax) providers")
                 }
+                guard !providers.isEmpty else {
+                    throw .invalid(
+                        "placement.providers", "an empty list allows no provider; leave it out to allow every one")
+                }
                 for (i, name) in providers.enumerated() where ProviderName(rawValue: name) == nil {
                     let known = ProviderName.allCases.map(\.rawValue).joined(separator: ", ")
                     throw .invalid("placement.providers[\(i)]", "unknown provider \"\(name)\"; known: \(known)")
@@ -108,6 +112,10 @@ public enum WorkloadSpecParser {
             if let regions = try p.stringArray("regions") {
                 guard regions.count <= Limits.placementListMax else {
                     throw .invalid("placement.regions", "at most \(Limits.placementListMax) regions")
+                }
+                guard !regions.isEmpty else {
+                    throw .invalid(
+                        "placement.regions", "an empty list allows no region; leave it out to allow every one")
                 }
                 for (i, r) in regions.enumerated() where r.isEmpty || r.count > 64 {
                     throw .invalid("placement.regions[\(i)]", "region names are 1 to 64 characters")

@@ -338,6 +338,14 @@ final class ServerCore: Sendable {
         requestContext.pointee = Unmanaged.passRetained(context).toOpaque()
         inFlight.add(1, ordering: .relaxed)
 
+        // Two Content-Length headers that disagree leave the body's end ambiguous (a proxy in front may read it
+        // differently: request smuggling): refused at once, and the connection closes.
+        if Self.contentLengths(of: connection).count > 1 {
+            context.oversized = true  // the body, if any, is not read
+            return queue(
+                .error(FabricError(.invalidArgument, "the request has Content-Length headers that disagree")),
+                context: context, connection: connection)
+        }
         // Answer only in the call after the body (libmicrohttpd treats an earlier response as a refusal of the body
         // and closes the connection after it), except when the declared body is too large.
         guard let contentLength = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length"),
@@ -545,6 +553,22 @@ final class ServerCore: Sendable {
                 }, pointer)
         }
         return HTTPHeaders(fields: fields)
+    }
+
+    /// The distinct values of the request's Content-Length headers.
+    private static func contentLengths(of connection: OpaquePointer) -> Set<String> {
+        var values = Set<String>()
+        withUnsafeMutablePointer(to: &values) { pointer in
+            _ = MHD_get_connection_values_n(
+                connection, .HEADER_KIND,
+                { cls, _, key, keySize, value, valueSize in
+                    guard string(key, keySize).lowercased() == "content-length" else { return .YES }
+                    let values = cls!.assumingMemoryBound(to: Set<String>.self)
+                    values.pointee.insert(string(value, valueSize).trimmingCharacters(in: .whitespaces))
+                    return .YES
+                }, pointer)
+        }
+        return values
     }
 
     private static func query(of connection: OpaquePointer) -> QueryParameters {

@@ -3,6 +3,7 @@ import FabricHTTP
 import FabricProviders
 import FabricStore
 import Foundation
+import Shuttle
 
 /// The REST API: routes, query parsing and documents. Handlers are thin; the services do the work.
 struct WeaverAPI: Sendable {
@@ -14,9 +15,10 @@ struct WeaverAPI: Sendable {
     let startedAt: Timestamp
     let version: String
 
-    /// Bytes of log tail returned when `tail` is not given, and the most one request may ask for.
-    static let logTailBytesDefault = 1 << 20
-    static let logTailBytesMax = 16 << 20
+    /// Bytes of log tail returned when `tail` is not given, and the most one request may ask for: what one call
+    /// to the node may carry, so a tail is never cut silently.
+    static let logTailBytesDefault = NodeProtocolLimits.logBytesPerCallMax
+    static let logTailBytesMax = NodeProtocolLimits.logBytesPerCallMax
     static let eventsPageMax = 1000
     /// How long /health waits for the store before answering 503.
     static let healthStoreTimeout: Duration = .seconds(2)

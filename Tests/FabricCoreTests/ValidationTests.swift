@@ -65,6 +65,8 @@ import Testing
         (#"{"name":"a","command":["true"],"labels":{"a":"has space"}}"#, "labels.a"),
         (#"{"name":"a","command":["true"],"workingDir":"relative"}"#, "workingDir"),
         (#"[1,2]"#, "body"),
+        (#"{"name":"a","command":["true"],"placement":{"providers":[]}}"#, "placement.providers"),
+        (#"{"name":"a","command":["true"],"placement":{"regions":[]}}"#, "placement.regions"),
     ])
     func rejectsNamingTheField(body: String, field: String) {
         do {
@@ -74,6 +76,12 @@ import Testing
             #expect(error.code == .invalidArgument)
             #expect(error.field == field)
         }
+    }
+
+    /// Commas and brackets inside strings are text, not a trailing comma.
+    @Test func commasInsideStringsAreText() throws {
+        let spec = try parse(#"{"name":"a","command":["echo", ",]", "x\",}"],"env":{"A":",}"}}"#)
+        #expect(spec.command == ["echo", ",]", "x\",}"])
     }
 
     @Test(arguments: [
@@ -89,7 +97,10 @@ import Testing
         }
     }
 
-    @Test(arguments: ["", "{", "nul", #"{"name":"a""#, #"{"name":"a" "command":["true"]}"#])
+    @Test(arguments: [
+        "", "{", "nul", #"{"name":"a""#, #"{"name":"a" "command":["true"]}"#, #"{"name":"a","command":["true",]}"#,
+        #"{"name":"a","command":["true"],}"#, "{\"name\":\"a\",\"command\":[\"true\"]\n,\n}",
+    ])
     func malformedJSON(body: String) {
         do {
             _ = try parse(body)

@@ -175,6 +175,36 @@ struct ServerTests {
         }
     }
 
+    @Test("%00 stays literal instead of cutting the path; Content-Length headers that disagree are 400")
+    func nulAndConflictingLengths() async throws {
+        try await withServer(echoRouter()) { server in
+            let port = server.port
+            // Decoded, a NUL would end the C string: /v1/workloads/%00 would reach the router as /v1/workloads/.
+            let nul = try await fetch(port, "GET", "/v1/workloads/%00")
+            #expect(nul.status == 200)
+            #expect(try nul.json["id"] as? String == "%00")
+            let cut = try await fetch(port, "GET", "/v1/workloads/wl-1%00junk?x=a%00b")
+            #expect(try cut.json["id"] as? String == "wl-1%00junk")
+            #expect((try cut.json["query"] as? [String: String])?["x"] == "a%00b")
+            #expect(try await fetch(port, "GET", "/v1/workloads/a%20b").json["id"] as? String == "a b")
+            let conflicting = try await offPool {
+                let connection = try RawConnection(port: port)
+                try connection.send(
+                    "POST /v1/workloads/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 31\r\n\r\nhello")
+                return try connection.readResponse()
+            }
+            #expect(conflicting.status == 400)
+            #expect(try conflicting.errorObject["message"] == "the request has Content-Length headers that disagree")
+            let same = try await offPool {
+                let connection = try RawConnection(port: port)
+                try connection.send(
+                    "POST /v1/workloads/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello")
+                return try connection.readResponse()
+            }
+            #expect(same.status == 200)
+        }
+    }
+
     @Test("one client address holds at most connections_per_client_max connections; one more is closed unanswered")
     func perClientConnectionLimit() async throws {
         var router = Router()
