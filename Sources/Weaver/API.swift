@@ -103,17 +103,21 @@ struct WeaverAPI: Sendable {
 
     func listWorkloads(_ req: Request) async throws -> Response {
         var filter = WorkloadFilter()
-        if let s = req.query["status"] ?? req.query["phase"] {
+        let statuses = req.query.values(for: "status") + req.query.values(for: "phase")
+        for s in statuses {
             guard let p = Phase(rawValue: s) else {
                 let all = Phase.allCases.map(\.rawValue).joined(separator: ", ")
                 throw FabricError.invalid("status", "unknown status \"\(s)\"; one of \(all)")
             }
+            guard filter.phase == nil || filter.phase == p else {
+                throw FabricError.invalid("status", "one status at a time, got \(statuses.joined(separator: " and "))")
+            }
             filter.phase = p
         }
         for selector in req.query.values(for: "label") + req.query.values(for: "labelSelector") {
-            for pair in selector.split(separator: ",") {
+            for pair in selector.split(separator: ",", omittingEmptySubsequences: false) {
                 let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-                guard kv.count == 2, !kv[0].isEmpty else {
+                guard kv.count == 2, !kv[0].isEmpty, !kv[1].isEmpty else {
                     throw FabricError.invalid("label", "label filters are key=value[,key=value], got \"\(pair)\"")
                 }
                 filter.labels[kv[0]] = kv[1]

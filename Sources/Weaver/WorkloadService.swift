@@ -119,6 +119,8 @@ public actor WorkloadService {
     let events: (any EventPublisher)?
     /// Every workload not in a final phase. Final ones live only in the store.
     var active: [String: Workload] = [:]
+    /// The node a workload's last attempt ran on while it waits to restart (its logs are read there).
+    var previousNode: [String: String] = [:]
     /// Pending workload IDs, oldest first; may hold IDs that left `pending` (compacted on full passes).
     var pendingOrder: [String] = []
     /// The workloads pending now.
@@ -410,7 +412,8 @@ public actor WorkloadService {
     /// The tail of a workload's output, from the node that runs (or ran) it.
     public func logs(_ id: String, tailBytes: Int?) async throws -> [UInt8] {
         let w = try await get(id)
-        guard let nodeID = w.status.node, let client = clients[nodeID] else { return [] }
+        // Between attempts (a restart's backoff) the output of the last attempt, from the node that ran it.
+        guard let nodeID = w.status.node ?? previousNode[id], let client = clients[nodeID] else { return [] }
         do {
             return [UInt8](try await client.logs(workloadID: id, kind: w.spec.runtimeKind, tailBytes: tailBytes))
         } catch let e as FabricError {
@@ -599,6 +602,7 @@ public actor WorkloadService {
             let delay = min(
                 options.restartBackoffBase * (1 << min(max(w.status.attempts - 1, 0), 16)), options.restartBackoffMax)
             retryAfter[id] = backoff ? clock.now().adding(delay) : nil
+            if let node = w.status.node { previousNode[id] = node }
             transition(
                 id, to: .pending, reason: "Restarting",
                 message:
@@ -700,6 +704,7 @@ public actor WorkloadService {
         let stored = persist.enqueue(.update(w, event, document))
         if phase.isFinal {
             retryAfter[id] = nil
+            previousNode[id] = nil
             finishing[id] = w
             active[id] = nil
             documents.set(id, document)

@@ -91,6 +91,12 @@ import Testing
             ("PUT", "/v1/workloads", "{}", 405, nil),
             ("GET", "/v1/workloads?limit=0", nil, 400, "limit"),
             ("GET", "/v1/workloads?status=sleeping", nil, 400, "status"),
+            ("GET", "/v1/workloads?status=running&status=bogus", nil, 400, "status"),
+            ("GET", "/v1/workloads?status=running&status=pending", nil, 400, "status"),
+            ("GET", "/v1/workloads?label=team=", nil, 400, "label"),
+            ("GET", "/v1/workloads?label=team=a,", nil, 400, "label"),
+            ("GET", "/v1/workloads?labelSelector=team", nil, 400, "label"),
+            ("GET", "/v1/workloads/wl-nope%00x", nil, 404, "id"),
             ("GET", "/v1/workloads?cursor=%%%", nil, 400, "cursor"),
         ]
         for (method, path, body, code, field) in cases {

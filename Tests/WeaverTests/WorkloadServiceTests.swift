@@ -119,10 +119,14 @@ final class RecordingPublisher: EventPublisher {
 @Suite(.serialized) struct WorkloadServiceTests {
     @Test func onFailureRestartsAfterBackoffOnTheManualClock() async throws {
         let h = try await ServiceHarness()
-        let w = try await h.service.submit(h.spec("flaky", ["sh", "-c", "exit 4"], restart: .onFailure))
+        let w = try await h.service.submit(
+            h.spec("flaky", ["sh", "-c", "echo attempt failing; exit 4"], restart: .onFailure))
         let waiting = try await h.wait(w.id) { $0.phase == .pending && $0.status.attempts == 1 }
         #expect(waiting.status.reason == "Restarting")
         #expect(waiting.status.exitCode == 4)
+        // Waiting out its backoff, it has no node, yet its last attempt's output is still readable.
+        #expect(waiting.status.node == nil)
+        #expect(String(decoding: try await h.service.logs(w.id, tailBytes: nil), as: UTF8.self) == "attempt failing\n")
         // The backoff (1 s after the first attempt) has not passed on the manual clock: nothing starts.
         await h.service.schedulePass()
         #expect(try await h.service.get(w.id).status.attempts == 1)
