@@ -47,7 +47,9 @@ public enum Quantity {
             }
             millis = v
         }
-        guard millis > 0 else { throw .invalid(field, "CPU must be greater than zero, got \"\(s)\"") }
+        guard millis > 0 else {
+            throw .invalid(field, "CPU must be at least 1m (0.001 of a core), got \"\(s.prefix(64))\"")
+        }
         guard millis <= Limits.cpuMillisMax else {
             throw .invalid(field, "CPU \"\(s)\" exceeds the limit of \(Limits.cpuMillisMax / 1000) cores")
         }
@@ -67,6 +69,9 @@ public enum Quantity {
             multiplier = m
         }
         guard let bytes = parseDecimal(number, scale: multiplier) else {
+            if isDecimal(number) {  // a well-formed number too large to count in bytes
+                throw .invalid(field, "memory \"\(s.prefix(64))\" exceeds the limit of 64Ti")
+            }
             throw .invalid(field, "invalid memory quantity \"\(s)\": expected e.g. \"64Mi\", \"8Gi\" or \"1G\"")
         }
         guard bytes > 0 else { throw .invalid(field, "memory must be greater than zero, got \"\(s)\"") }
@@ -77,6 +82,24 @@ public enum Quantity {
             throw .invalid(field, "memory \"\(s)\" exceeds the limit of 64Ti")
         }
         return bytes
+    }
+
+    /// Whether `s` is `[+-]digits[.digits]` (any length).
+    public static func isDecimal(_ s: String) -> Bool {
+        var u = Substring(s).utf8[...]
+        if u.first == UInt8(ascii: "-") || u.first == UInt8(ascii: "+") { u = u.dropFirst() }
+        var dots = 0
+        var digits = 0
+        for c in u {
+            if c == UInt8(ascii: ".") {
+                dots += 1
+            } else if c >= 48, c <= 57 {
+                digits += 1
+            } else {
+                return false
+            }
+        }
+        return digits > 0 && dots <= 1
     }
 
     /// Parses `[-]digits[.digits]` times `scale`, exactly, or nil on bad syntax or overflow.

@@ -50,6 +50,9 @@ public enum WorkloadSpecParser {
                 throw .invalid("env", "env has \(env.count) entries; the limit is \(Limits.envEntriesMax)")
             }
             for (k, v) in env {
+                guard k.count <= 256 else {
+                    throw .invalid("env.\(k.prefix(64))…", "environment variable names are at most 256 characters")
+                }
                 guard isEnvName(k) else {
                     throw .invalid(
                         "env.\(k)", "environment variable names are letters, digits and _, not starting with a digit")
@@ -61,9 +64,11 @@ public enum WorkloadSpecParser {
             spec.env = env
         }
         if let dir = try root.string("workingDir") {
-            guard dir.hasPrefix("/"), dir.utf8.count <= 4096, !dir.utf8.contains(0) else {
-                throw .invalid("workingDir", "workingDir must be an absolute path")
+            guard dir.hasPrefix("/") else { throw .invalid("workingDir", "workingDir must be an absolute path") }
+            guard dir.utf8.count <= 4096 else {
+                throw .invalid("workingDir", "workingDir is longer than 4096 bytes (PATH_MAX)")
             }
+            guard !dir.utf8.contains(0) else { throw .invalid("workingDir", "workingDir contains a NUL character") }
             spec.workingDir = dir
         }
         if let r = try root.object("resources", allowed: ["cpu", "memory", "gpu"]) {

@@ -78,6 +78,38 @@ import Testing
         }
     }
 
+    /// Each way a field can be wrong says which.
+    @Test(arguments: [
+        (#""resources":{"cpu":"0.0001"}"#, "CPU must be at least 1m (0.001 of a core), got \"0.0001\""),
+        (#""resources":{"memory":"8Ei"}"#, "memory \"8Ei\" exceeds the limit of 64Ti"),
+        (
+            #""resources":{"memory":"99999999999999999999"}"#,
+            "memory \"99999999999999999999\" exceeds the limit of 64Ti"
+        ),
+        (
+            #""resources":{"memory":"12Qi"}"#,
+            "invalid memory quantity \"12Qi\": expected e.g. \"64Mi\", \"8Gi\" or \"1G\""
+        ),
+        (
+            #""workingDir":"/"# + String(repeating: "a", count: 4100) + "\"",
+            "workingDir is longer than 4096 bytes (PATH_MAX)"
+        ),
+        (#""workingDir":"/a\u0000b""#, "workingDir contains a NUL character"),
+        (#""workingDir":"a/b""#, "workingDir must be an absolute path"),
+        (
+            #""env":{""# + String(repeating: "A", count: 257) + #"":"x"}"#,
+            "environment variable names are at most 256 characters"
+        ),
+    ])
+    func fieldMessages(fragment: String, message: String) {
+        do {
+            _ = try parse(#"{"name":"a","command":["true"],"# + fragment + "}")
+            Issue.record("accepted \(fragment.prefix(60))")
+        } catch {
+            #expect(error.message == message)
+        }
+    }
+
     /// Commas and brackets inside strings are text, not a trailing comma.
     @Test func commasInsideStringsAreText() throws {
         let spec = try parse(#"{"name":"a","command":["echo", ",]", "x\",}"],"env":{"A":",}"}}"#)

@@ -209,6 +209,8 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         ),
         ("server.body_bytes_max", "lots", "expected a byte size like 10Mi, 1Gi or 1048576"),
         ("server.body_bytes_max", "2Gi", "must be between 1Ki and 1Gi"),
+        ("server.body_bytes_max", "0", "must be between 1Ki and 1Gi"),
+        ("server.body_bytes_max", "99999999999999999999", "must be between 1Ki and 1Gi"),
         ("node.price_per_hour", "-1", "must be between 0 and 10000"),
         ("node.price_per_hour", "cheap", "expected a number"),
         ("node.cpu", "many", "expected a CPU quantity like 4 or 1500m, at most 1024 cores, or empty to detect"),

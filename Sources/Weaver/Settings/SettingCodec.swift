@@ -253,13 +253,17 @@ extension SettingCodec where Value == Int {
         .scalar(
             "bytes",
             parse: { (text: String) throws(SettingValueError) -> Int in
+                let low = Quantity.formatMemory(Int64(range.lowerBound))
+                let high = Quantity.formatMemory(Int64(range.upperBound))
                 let bytes: Int64
                 do { bytes = try Quantity.parseMemory(text, field: "", minimum: 1) } catch {
+                    // Zero, negative or too large for any byte count: well-formed, but out of range.
+                    if Quantity.isDecimal(text.trimmingCharacters(in: .whitespaces)) {
+                        throw SettingValueError("must be between \(low) and \(high)")
+                    }
                     throw SettingValueError("expected a byte size like 10Mi, 1Gi or 1048576")
                 }
                 guard bytes <= Int64(range.upperBound), range.contains(Int(bytes)) else {
-                    let low = Quantity.formatMemory(Int64(range.lowerBound))
-                    let high = Quantity.formatMemory(Int64(range.upperBound))
                     throw SettingValueError("must be between \(low) and \(high)")
                 }
                 return Int(bytes)
