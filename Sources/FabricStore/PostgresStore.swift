@@ -208,6 +208,12 @@ public final class PostgresStore: StateStore {
         "'" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
     }
 
+    /// Checks that libpq can parse a URL or conninfo string, without connecting.
+    /// - Throws: `.invalidArgument` naming `field`.
+    public static func checkConninfo(_ conninfo: String, field: String) throws(FabricError) {
+        _ = try describe(conninfo, field: field)
+    }
+
     /// `user@host:port/database` from a URL or conninfo string, without the password.
     /// - Throws: `.invalidArgument` when libpq cannot parse it (its message is not repeated: it may quote secrets).
     static func describe(_ conninfo: String, field: String) throws(FabricError) -> String {

@@ -80,6 +80,11 @@ public final class WeaverApp: Sendable {
                 .failedPrecondition, "cannot create data.dir \(dataDir): \(error.localizedDescription)",
                 field: "data.dir")
         }
+        if !settings.database.url.isEmpty {
+            do { try PostgresStore.checkConninfo(settings.database.url, field: "database.url") } catch {
+                throw FabricError(.invalidArgument, "database.url: \(error.message)", field: "database.url")
+            }
+        }
         if let problem = settings.clusterTimingProblem {
             throw FabricError(.invalidArgument, problem, field: "cluster.suspect_after")
         }

@@ -112,6 +112,13 @@ final class NATSProcess: @unchecked Sendable {
         #expect(weaver.log.contains("cluster.join_token must be set"))
     }
 
+    @Test func aMalformedDatabaseURLIsAClearStartError() async throws {
+        let weaver = try WeaverProcess(args: ["--database-url", "postgres://%zz@db/fabric"])
+        await #expect(throws: WeaverFailed.self) { try await weaver.start() }
+        #expect(weaver.log.contains("database.url: not a valid PostgreSQL URL or conninfo string"))
+        #expect(weaver.log.contains("setting=database.url"))
+    }
+
     @Test func anUnreachableNATSIsAClearStartError() async throws {
         let weaver = try WeaverProcess(
             args: ["--nats-url", "nats://127.0.0.1:\(freePort())", "--cluster-join-token", "t"])
