@@ -10,7 +10,7 @@ export SHUTTLE_ARGS
 SEED ?= 1
 RUNS ?= 20
 SIM_ARGS ?=
-# The batches `make sim` writes for the LP bound (a --cost-batches FILE in SIM_ARGS takes its place).
+# The batches `make sim` writes for the lower bound (a --cost-batches FILE in SIM_ARGS takes its place).
 SIM_COST ?= .tmp/sim-cost.jsonl
 PYTHON ?= .venv/bin/python
 
@@ -65,7 +65,7 @@ bench-scheduler: bootstrap ## placements/s and decision latency at 1,000-10,000 
 	$(SWIFT) build -c release --product fabric-bench-scheduler
 	$(BIN_RELEASE)/fabric-bench-scheduler $(ARGS)
 
-bench-cost: bootstrap ## $/h of standard batches (BatchPlanner, one machine each, naive) against an LP lower bound
+bench-cost: bootstrap ## $/h of standard batches (BatchPlanner, one machine each, naive) against a lower bound (HiGHS)
 	$(SWIFT) build -c release --product fabric-bench-cost
 	mkdir -p .tmp && $(BIN_RELEASE)/fabric-bench-cost --out .tmp/cost-batches.jsonl $(ARGS)
 	.venv/bin/python scripts/cost-bound --max-ratio 1.03 .tmp/cost-batches.jsonl
@@ -80,7 +80,7 @@ sim: ## run the deterministic fleet simulation with one seed (SEED=N, SIM_ARGS="
 		echo "cost-bound: skipped, $(PYTHON) with highspy is missing (run scripts/bootstrap, or PYTHON=...)"; \
 	else echo "cost-bound (lower bound, HiGHS) on $$file:"; $(PYTHON) scripts/cost-bound --summary --max-ratio 1.03 "$$file"; fi
 
-sim-swarm: ## run seeds 1..RUNS (RUNS=N), stop at the first failure and print its reproduce line, then the LP bound on all their batches
+sim-swarm: ## run seeds 1..RUNS (RUNS=N), stop at the first failure and print its reproduce line, then the lower bound on all their batches
 	$(SWIFT) build -c release --product fabric-sim
 	@rm -rf .tmp/sim-swarm && mkdir -p .tmp/sim-swarm; \
 	for seed in $$(seq 1 $(RUNS)); do \

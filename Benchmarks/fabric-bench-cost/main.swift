@@ -49,7 +49,7 @@ func parseOptions(_ args: [String]) -> Options {
                 """
                 usage: fabric-bench-cost [--out FILE] [--seed N] [--scale PERCENT]
                 Plans standard batches with BatchPlanner and prints their $/h beside one-machine-each and a naive
-                first-fit baseline; --out writes the batches as JSON lines for scripts/cost-bound (the LP bound).
+                first-fit baseline; --out writes the batches as JSON lines for scripts/cost-bound (the lower bound).
                 --scale resizes every batch (100 = standard).
                 """)
             exit(0)

@@ -32,7 +32,7 @@ public struct SimOptions: Sendable, Equatable {
     /// Plans the workloads that need new machines together (`BatchPlanner`), once per scheduling pass; off gives
     /// each its own machine at once.
     public var batch = true
-    /// Writes each batch as a JSON line for `scripts/cost-bound` (the LP lower bound).
+    /// Writes each batch as a JSON line for `scripts/cost-bound` (the lower bound).
     public var costBatchesPath: String? = nil
     /// Overrides the controller-restart rate the seed picks (restarts per simulated day, fault phase only).
     public var restartsPerDay: Double? = nil
@@ -63,7 +63,7 @@ public struct SimOptions: Sendable, Equatable {
           --restarts-per-day R
                             controller restarts per simulated day in the fault phase (default: drawn from the seed)
           --cost-batches FILE
-                            write every batch as a JSON line for scripts/cost-bound (the LP lower bound)
+                            write every batch as a JSON line for scripts/cost-bound (the lower bound)
           --log FILE        also write the event log to FILE
           --quiet           print only the summary and the hash
           --help            this text

@@ -578,7 +578,7 @@ public final class Simulation {
     }
 
     /// Cost quality of one batch: the plan's new machines against one cheapest machine each and the naive
-    /// baseline, and (when asked) the batch as a JSON line for the LP bound.
+    /// baseline, and (when asked) the batch as a JSON line for the lower bound.
     private func recordBatch(_ plan: BatchPlanner.Plan, _ specs: [WorkloadSpec], _ snapshot: PlacementSnapshot) {
         let offersOnly = PlacementSnapshot(
             nodes: [], offers: snapshot.offers, enabledProviders: snapshot.enabledProviders,
