@@ -21,6 +21,7 @@ extension WorkloadService: NodeRegistry {
     // MARK: - Node protocol (called through `ControlPlane`)
 
     public func register(_ r: NodeRegistration, node client: ShuttleNode) async throws -> RegistrationReply {
+        await recovered()
         var info = r.info
         let id = info.id
         guard Self.tokensMatch(r.joinToken, options.joinToken) else {
@@ -74,6 +75,7 @@ extension WorkloadService: NodeRegistry {
     }
 
     public func heartbeat(node id: String, session: String) async -> NodeAck {
+        await recovered()
         guard sessions[id] == session, let e = lifecycle.nodes[id], e.state != .lost else { return .registerAgain }
         let now = clock.now()
         nodes[id]?.lastHeartbeat = now
@@ -82,6 +84,7 @@ extension WorkloadService: NodeRegistry {
     }
 
     public func report(node id: String, session: String, _ report: NodeReport) async -> NodeAck {
+        await recovered()
         guard sessions[id] == session, let e = lifecycle.nodes[id], e.state != .lost else { return .registerAgain }
         handle(report, from: id)
         return .ok

@@ -119,6 +119,16 @@ public actor WorkloadService {
     let events: (any EventPublisher)?
     /// Every workload not in a final phase. Final ones live only in the store.
     var active: [String: Workload] = [:]
+    /// Whether `start()` is loading the stored state, and the node calls waiting for it to finish.
+    var recovering = false
+    var recoveryWaiters: [CheckedContinuation<Void, Never>] = []
+
+    /// Returns once the stored state is loaded (at once when no `start()` is in progress).
+    func recovered() async {
+        guard recovering else { return }
+        await withCheckedContinuation { recoveryWaiters.append($0) }
+    }
+
     /// The node a workload's last attempt ran on while it waits to restart (its logs are read there).
     var previousNode: [String: String] = [:]
     /// Pending workload IDs, oldest first; may hold IDs that left `pending` (compacted on full passes).
@@ -187,6 +197,14 @@ public actor WorkloadService {
     /// running processes are adopted, ones that ended while weaver was down get their exit recorded, vanished
     /// ones are marked lost (then restarted or failed by policy). Then scheduling starts.
     public func start() async throws {
+        // Node calls that arrive while the state loads wait for it (see `recovered()`): a node registering
+        // before its workloads are known would have all of them stopped as stale.
+        recovering = true
+        defer {
+            recovering = false
+            for waiter in recoveryWaiters { waiter.resume() }
+            recoveryWaiters = []
+        }
         let rows = try await store.activeWorkloads().sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
         let storedNodes = Dictionary(
             (try await store.nodes()).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })

@@ -269,3 +269,66 @@ final class RecordingPublisher: EventPublisher {
         #expect(h.sink.lines.contains { $0.contains("workload lost") && $0.contains("wl-never") })
     }
 }
+
+/// A store whose `activeWorkloads` (what `start()` reads first) waits until the test releases it.
+final class GatedStore: StateStore, @unchecked Sendable {
+    let inner: any StateStore
+    private let state = Mutex<(asked: Bool, released: Bool)>((false, false))
+
+    init(_ inner: any StateStore) { self.inner = inner }
+
+    func release() { state.withLock { $0.released = true } }
+    func waitUntilAsked() async {
+        while !state.withLock({ $0.asked }) { try? await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    func activeWorkloads() async throws -> [Workload] {
+        state.withLock { $0.asked = true }
+        while !state.withLock({ $0.released }) { try await Task.sleep(for: .milliseconds(5)) }
+        return try await inner.activeWorkloads()
+    }
+    func createWorkload(_ w: Workload, event: WorkloadEvent, document: Data?) async throws -> WorkloadEvent {
+        try await inner.createWorkload(w, event: event, document: document)
+    }
+    func updateWorkload(_ w: Workload, event: WorkloadEvent?, document: Data?) async throws -> WorkloadEvent? {
+        try await inner.updateWorkload(w, event: event, document: document)
+    }
+    func workload(id: String) async throws -> Workload? { try await inner.workload(id: id) }
+    func listWorkloads(_ filter: WorkloadFilter) async throws -> WorkloadPage { try await inner.listWorkloads(filter) }
+    func events(workloadID: String, afterSeq: Int64, limit: Int) async throws -> [WorkloadEvent] {
+        try await inner.events(workloadID: workloadID, afterSeq: afterSeq, limit: limit)
+    }
+    func upsertNode(_ node: NodeInfo) async throws { try await inner.upsertNode(node) }
+    func nodes() async throws -> [NodeInfo] { try await inner.nodes() }
+    func schemaVersion() async throws -> Int { try await inner.schemaVersion() }
+    func close() async { await inner.close() }
+}
+
+struct RecoveryGateTests {
+    /// A node that calls while weaver is still loading its stored state waits for it: answered early, it would
+    /// find none of its workloads known and have them all stopped as stale.
+    @Test func nodeCallsWaitUntilTheStoredStateIsLoaded() async throws {
+        let dir = NSTemporaryDirectory() + "fabric-gate-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let sqlite = try await SQLiteStore(path: dir + "/fabric.db")
+        let store = GatedStore(sqlite)
+        let service = WorkloadService(
+            store: store, clock: ManualClock(), ids: SeededIDGenerator(seed: 3),
+            logger: Logger(component: "test", level: .error))
+        let starting = Task { try await service.start() }
+        await store.waitUntilAsked()  // start() is inside the store read now
+        let order = Mutex<[String]>([])
+        let heartbeat = Task {
+            _ = await service.heartbeat(node: "n1", session: "s1")
+            order.withLock { $0.append("heartbeat answered") }
+        }
+        try await Task.sleep(for: .milliseconds(200))  // ungated, the heartbeat would be answered by now
+        order.withLock { $0.append("state released") }
+        store.release()
+        try await starting.value
+        await heartbeat.value
+        #expect(order.withLock { $0 } == ["state released", "heartbeat answered"])
+        await service.shutdown()
+        await sqlite.close()
+    }
+}
