@@ -135,17 +135,7 @@ public struct BatchPlanner: Sendable {
                 taken[t] = types[t].members.count
                 continue
             }
-            let (offer, spot) = entry(markets[choice.market])
-            var machine = NewMachine(
-                offer: offer, spot: spot, pricePerHour: choice.price, workloads: [], free: offer.resources)
-            for (u, n) in choice.fill.sorted(by: { $0.key < $1.key }) {
-                for i in types[u].members[taken[u]..<(taken[u] + n)] {
-                    machine.workloads.append(i)
-                    machine.free = machine.free.subtracting(types[u].resources)
-                }
-                taken[u] += n
-            }
-            plan.machines.append(machine)
+            plan.machines.append(newMachine(choice.market, fill: choice.fill, types: types, taken: &taken, markets))
             machineMarket.append(choice.market)
         }
 
@@ -155,29 +145,34 @@ public struct BatchPlanner: Sendable {
         // A second plan by value correction; the cheaper one wins (ties keep the greedy plan). A lone workload
         // already has its cheapest machine.
         if toPack.count > 1, let corrected = valueCorrected(types: types, markets: markets) {
-            var alternative: [NewMachine] = []
-            var alternativeMarket: [Int] = []
             var next = Array(repeating: 0, count: types.count)
-            for (m, fill) in corrected {
-                let (offer, spot) = entry(markets[m])
-                var machine = NewMachine(
-                    offer: offer, spot: spot, pricePerHour: price(markets[m]), workloads: [], free: offer.resources)
-                for (u, n) in fill.sorted(by: { $0.key < $1.key }) {
-                    for i in types[u].members[next[u]..<(next[u] + n)] {
-                        machine.workloads.append(i)
-                        machine.free = machine.free.subtracting(types[u].resources)
-                    }
-                    next[u] += n
-                }
-                alternative.append(machine)
-                alternativeMarket.append(m)
+            let alternative = corrected.map { m, fill in newMachine(m, fill: fill, types: types, taken: &next, markets)
             }
             let polished = polish(
-                alternative, alternativeMarket, workloads: workloads, allowed: allowed, value: value, markets: markets)
-            if Self.cost(polished.machines) < Self.cost(machines.machines) { machines = polished }
+                alternative, corrected.map(\.market), workloads: workloads, allowed: allowed, value: value,
+                markets: markets)
+            if Self.cost(polished) < Self.cost(machines) { machines = polished }
         }
-        plan.machines = machines.machines
+        plan.machines = machines
         return plan
+    }
+
+    /// A machine of market `m` holding, of each type, the next `fill[type]` workloads not yet placed (`taken` counts
+    /// them per type and moves past them).
+    private func newMachine(
+        _ m: Int, fill: [Int: Int], types: [WorkloadType], taken: inout [Int], _ markets: [Candidate]
+    ) -> NewMachine {
+        let (offer, spot) = entry(markets[m])
+        var machine = NewMachine(
+            offer: offer, spot: spot, pricePerHour: price(markets[m]), workloads: [], free: offer.resources)
+        for (u, n) in fill.sorted(by: { $0.key < $1.key }) {
+            for i in types[u].members[taken[u]..<(taken[u] + n)] {
+                machine.workloads.append(i)
+                machine.free = machine.free.subtracting(types[u].resources)
+            }
+            taken[u] += n
+        }
+        return machine
     }
 
     private static func cost(_ machines: [NewMachine]) -> Double { machines.reduce(0) { $0 + $1.pricePerHour } }
@@ -188,7 +183,7 @@ public struct BatchPlanner: Sendable {
     private func polish(
         _ machines: [NewMachine], _ machineMarket: [Int], workloads: [WorkloadSpec], allowed: [Int: Set<Int>],
         value: [Int: Double], markets: [Candidate]
-    ) -> (machines: [NewMachine], markets: [Int]) {
+    ) -> [NewMachine] {
         var out = machines
         var machineMarket = machineMarket
         // Empty the machines that hold the least worth for their price into the others' free room, where everything
@@ -249,7 +244,7 @@ public struct BatchPlanner: Sendable {
             out[k].free = offer.resources.subtracting(need)
             machineMarket[k] = best.market
         }
-        return (out, machineMarket)
+        return out
     }
 
     /// Rounds of value correction.
