@@ -338,8 +338,12 @@ final class ServerCore: Sendable {
         requestContext.pointee = Unmanaged.passRetained(context).toOpaque()
         inFlight.add(1, ordering: .relaxed)
 
+        guard let contentLength = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length") else {
+            return .YES
+        }
         // Two Content-Length headers that disagree leave the body's end ambiguous (a proxy in front may read it
-        // differently: request smuggling): refused at once, and the connection closes.
+        // differently: request smuggling): refused at once, and the connection closes. Only requests that declare
+        // a length pay for the look at every header.
         if Self.contentLengths(of: connection).count > 1 {
             context.oversized = true  // the body, if any, is not read
             return queue(
@@ -348,9 +352,7 @@ final class ServerCore: Sendable {
         }
         // Answer only in the call after the body (libmicrohttpd treats an earlier response as a refusal of the body
         // and closes the connection after it), except when the declared body is too large.
-        guard let contentLength = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length"),
-            let length = Int(String(cString: contentLength)), length > 0
-        else { return .YES }
+        guard let length = Int(String(cString: contentLength)), length > 0 else { return .YES }
         if length <= bodyBytesMax {
             context.body.reserveCapacity(length)
             return .YES
