@@ -118,7 +118,6 @@ public struct ProviderService: Sendable {
     }
 }
 
-/// The live offers drivers reported, shared by copies of the service.
 /// The latest failed call to each provider's API, cleared by the next call that succeeds.
 public final class ProviderCallLog: Sendable {
     /// The longest error message kept.
@@ -141,6 +140,7 @@ public final class ProviderCallLog: Sendable {
     }
 }
 
+/// The live offers drivers reported, shared by copies of the service.
 final class LiveOffers: Sendable {
     private let lists = Mutex<[ProviderName: OfferList]>([:])
     var all: [ProviderName: OfferList] { lists.withLock { $0 } }

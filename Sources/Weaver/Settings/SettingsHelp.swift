@@ -10,8 +10,7 @@ public enum SettingsHelp {
         programName: String = "weaver", sections: Set<String>? = nil, excluding: Set<String> = [],
         configExample: [String] = weaverConfigExample
     ) -> String {
-        let shown = (sections.map { s in SettingsSchema.all.filter { $0.isIn(s) } } ?? SettingsSchema.all)
-            .filter { !excluding.contains($0.key) }
+        let shown = SettingsSchema.all.filter { $0.isRead(sections: sections, excluding: excluding) }
         var lines = [
             "Usage: \(programName) [--flag value | --flag=value]...",
             "",

@@ -70,8 +70,7 @@ public enum SettingsLoader {
 
         if sections != nil || !excluding.isEmpty {
             assignments = assignments.filter { a in
-                guard !a.descriptor.isIn(sections ?? SettingsSchema.sections) || excluding.contains(a.descriptor.key)
-                else { return true }
+                guard !a.descriptor.isRead(sections: sections, excluding: excluding) else { return true }
                 if case .flag = a.source {
                     problems.append(
                         .init(

@@ -56,6 +56,11 @@ public struct SettingDescriptor: Sendable {
         sections.contains(String(key.prefix { $0 != "." }))
     }
 
+    /// Whether a program that reads `sections` (nil: every one) less the keys in `excluding` reads this setting.
+    public func isRead(sections: Set<String>?, excluding: Set<String>) -> Bool {
+        (sections.map(isIn) ?? true) && !excluding.contains(key)
+    }
+
     /// The key without its last part: `server`, `providers.k8s`.
     public var section: String {
         key.lastIndex(of: ".").map { String(key[..<$0]) } ?? ""
