@@ -45,11 +45,13 @@ public final class FaultyTransport: MessageTransport, Sendable {
     }
 
     let base: any MessageTransport
+    let clock: CallClock
     private let state: Mutex<(rng: SplitMix64, faults: NetworkFaults, counts: Counts)>
 
-    /// Wraps `base`; `seed` fixes every decision.
-    public init(_ base: any MessageTransport, faults: NetworkFaults, seed: UInt64) {
+    /// Wraps `base`; `seed` fixes every decision; delays and deadlines run on `clock`.
+    public init(_ base: any MessageTransport, faults: NetworkFaults, seed: UInt64, clock: CallClock = .continuous) {
         self.base = base
+        self.clock = clock
         state = Mutex((SplitMix64(seed: seed), faults, Counts()))
     }
 
@@ -90,25 +92,26 @@ public final class FaultyTransport: MessageTransport, Sendable {
     public func publish(subject: String, data: [UInt8]) throws {
         guard case .deliver(let delay, let duplicate, _) = fate(subject) else { return }
         let base = self.base
+        let clock = self.clock
         Task {
-            if delay > .zero { try? await Task.sleep(for: delay) }
+            if delay > .zero { try? await clock.sleep(for: delay) }
             try? base.publish(subject: subject, data: data)
             if duplicate { try? base.publish(subject: subject, data: data) }
         }
     }
 
     public func request(subject: String, data: [UInt8], timeout: Duration) async throws -> [UInt8] {
-        let started = ContinuousClock.now
+        let started = clock.elapsed()
         func lost(_ what: String) async throws -> Never {
-            let left = timeout - (ContinuousClock.now - started)
-            if left > .zero { try await Task.sleep(for: left) }
+            let left = timeout - (clock.elapsed() - started)
+            if left > .zero { try await clock.sleep(for: left) }
             throw ActorCallError(.deadlineExceeded, "no reply within \(timeout) (\(what))")
         }
         switch fate(subject) {
         case .cutOff: try await lost("partitioned")
         case .drop: try await lost("request lost")
         case .deliver(let delay, let duplicate, let dropReply):
-            if delay > .zero { try await Task.sleep(for: delay) }
+            if delay > .zero { try await clock.sleep(for: delay) }
             if duplicate {
                 let base = self.base
                 Task { _ = try? await base.request(subject: subject, data: data, timeout: timeout) }

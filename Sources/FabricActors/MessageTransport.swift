@@ -46,27 +46,8 @@ public protocol TransportSubscription: Sendable {
     func cancel()
 }
 
-/// Sleeps on an injected clock and measures elapsed time on it (the time seam of the actor layer).
-public struct CallClock: Sendable {
-    let elapsedSinceStart: @Sendable () -> Duration
-    let sleepFor: @Sendable (Duration) async throws -> Void
-
-    /// A call clock reading `clock` (production: `ContinuousClock()`; tests and simulation: their own).
-    public init<C: Clock>(_ clock: C) where C.Duration == Duration {
-        let origin = clock.now
-        elapsedSinceStart = { origin.duration(to: clock.now) }
-        sleepFor = { d in try await clock.sleep(until: clock.now.advanced(by: d), tolerance: nil) }
-    }
-
-    /// Time since this call clock was made.
-    public func elapsed() -> Duration { elapsedSinceStart() }
-
-    /// Sleeps for `duration` (throws `CancellationError` when the task is cancelled).
-    public func sleep(for duration: Duration) async throws { try await sleepFor(duration) }
-
-    /// The system's continuous clock.
-    public static let continuous = CallClock(ContinuousClock())
-}
+/// The actor layer's time seam is FabricCore's `TaskClock` (the name predates it).
+public typealias CallClock = TaskClock
 
 /// The reply table of a request/reply transport: one waiting continuation per token, each with its own deadline.
 ///

@@ -135,6 +135,30 @@ public final class ManualClock: WallClock {
     }
 }
 
+/// The sleeping seam: every wait and every elapsed-time measure of a component goes through one of these.
+/// Production sleeps on the system's continuous clock; the simulator hands in its virtual clock, so that a wait of
+/// an hour takes no wall time and the same seed gives the same interleaving.
+public struct TaskClock: Sendable {
+    let elapsedSinceStart: @Sendable () -> Duration
+    let sleepFor: @Sendable (Duration) async throws -> Void
+
+    /// A task clock reading `clock` (production: `ContinuousClock()`; tests and simulation: their own).
+    public init<C: Clock>(_ clock: C) where C.Duration == Duration {
+        let origin = clock.now
+        elapsedSinceStart = { origin.duration(to: clock.now) }
+        sleepFor = { d in try await clock.sleep(until: clock.now.advanced(by: d), tolerance: nil) }
+    }
+
+    /// Time since this task clock was made.
+    public func elapsed() -> Duration { elapsedSinceStart() }
+
+    /// Sleeps for `duration` (throws `CancellationError` when the task is cancelled).
+    public func sleep(for duration: Duration) async throws { try await sleepFor(duration) }
+
+    /// The system's continuous clock.
+    public static let continuous = TaskClock(ContinuousClock())
+}
+
 /// The ID seam: every new ID of a component comes from one of these.
 public protocol IDGenerator: Sendable {
     /// A new unique ID with the given prefix, e.g. `wl-3k9x2m4q8d1f`.

@@ -72,11 +72,14 @@ public actor NodeAgent {
     /// SIGTERM-to-SIGKILL grace for an older attempt a new assignment supersedes.
     public nonisolated let supersedeGrace: Duration
     static let cancelledMax = 10_000
+    /// What its waits run on (the simulator's virtual clock in simulation).
+    private let timer: TaskClock
 
     public init(
         info: NodeInfo, runtimes: [any WorkloadRuntime], logger: Logger, supersedeGrace: Duration = .seconds(10),
-        lease: NodeLease? = nil
+        lease: NodeLease? = nil, timer: TaskClock = .continuous
     ) {
+        self.timer = timer
         self.info = info
         self.lease = lease
         self.supersedeGrace = supersedeGrace
@@ -145,9 +148,9 @@ public actor NodeAgent {
     /// it ended when it had started (nil when it never did).
     @discardableResult
     public func stop(workloadID: String, attempt: Int, kind: RuntimeKind, grace: Duration) async -> ExitStatus? {
-        let deadline = ContinuousClock.now + Self.startWaitMax
-        while starting.contains(workloadID) && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(5))
+        let deadline = timer.elapsed() + Self.startWaitMax
+        while starting.contains(workloadID) && timer.elapsed() < deadline {
+            try? await timer.sleep(for: .milliseconds(5))
         }
         if supervisors[workloadID]?.attempt != attempt {
             if cancelled.count >= Self.cancelledMax { cancelled.removeAll() }

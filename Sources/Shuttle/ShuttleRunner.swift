@@ -18,11 +18,14 @@ public actor ShuttleRunner {
         public var heartbeatInterval: Duration
         /// The longest wait between registration (or report) retries.
         public var retryBackoffMax: Duration
+        /// What heartbeats, retries and lease renewals wait on (the simulator's virtual clock in simulation).
+        public var timer: TaskClock
 
         public init(
             joinToken: String, session: String, version: String, heartbeatInterval: Duration = .seconds(2),
-            retryBackoffMax: Duration = .seconds(2)
+            retryBackoffMax: Duration = .seconds(2), timer: TaskClock = .continuous
         ) {
+            self.timer = timer
             self.joinToken = joinToken
             self.session = session
             self.version = version
@@ -122,7 +125,7 @@ public actor ShuttleRunner {
                         "registration failed; retrying",
                         ["node": info.id, "attempts": failures, "in": delay, "error": Self.describe(error)])
                 }
-                try await Task.sleep(for: delay)
+                try await options.timer.sleep(for: delay)
                 delay = min(delay * 2, options.retryBackoffMax)
             }
         }
@@ -148,7 +151,7 @@ public actor ShuttleRunner {
                         "report not delivered; retrying",
                         ["node": info.id, "attempts": failures, "in": delay, "error": Self.describe(error)])
                 }
-                try await Task.sleep(for: delay)
+                try await options.timer.sleep(for: delay)
                 delay = min(delay * 2, options.retryBackoffMax)
             }
         }
@@ -172,7 +175,7 @@ public actor ShuttleRunner {
                 }
                 failing = true
             }
-            try? await Task.sleep(for: Self.leaseRenewInterval)
+            try? await options.timer.sleep(for: Self.leaseRenewInterval)
         }
     }
 
@@ -182,7 +185,7 @@ public actor ShuttleRunner {
     func heartbeatLoop(_ sink: AsyncStream<Event>.Continuation) async {
         var failing = 0
         while !Task.isCancelled {
-            try? await Task.sleep(for: heartbeatInterval)
+            try? await options.timer.sleep(for: heartbeatInterval)
             if Task.isCancelled { return }
             let generation = registrations
             do {

@@ -66,7 +66,10 @@ final class PersistQueue: Sendable {
     private let logger: Logger
     private let pendingWrites = Gauge()
 
-    init(store: any StateStore, lanes: Int, logger: Logger, events: (any EventPublisher)? = nil) {
+    init(
+        store: any StateStore, lanes: Int, logger: Logger, events: (any EventPublisher)? = nil,
+        timer: TaskClock = .continuous
+    ) {
         self.store = store
         self.logger = logger
         var conts: [AsyncStream<Job>.Continuation] = []
@@ -75,7 +78,7 @@ final class PersistQueue: Sendable {
             conts.append(cont)
             Task { [store, logger, pendingWrites, events] in
                 for await job in stream {
-                    await Self.perform(job, store: store, logger: logger, events: events)
+                    await Self.perform(job, store: store, logger: logger, events: events, timer: timer)
                     pendingWrites.add(-1)
                 }
             }
@@ -113,9 +116,9 @@ final class PersistQueue: Sendable {
         return Int(h % UInt64(n))
     }
 
-    private static func perform(_ job: Job, store: any StateStore, logger: Logger, events: (any EventPublisher)?)
-        async
-    {
+    private static func perform(
+        _ job: Job, store: any StateStore, logger: Logger, events: (any EventPublisher)?, timer: TaskClock
+    ) async {
         switch job.op {
         case .barrier:
             job.done.fulfil(.success(()))
@@ -127,7 +130,7 @@ final class PersistQueue: Sendable {
                     break
                 } catch {
                     logger.warn("node write failed; retrying", ["node": n.id, "in": delay, "error": error])
-                    try? await Task.sleep(for: delay)
+                    try? await timer.sleep(for: delay)
                     delay = min(delay * 2, retryBackoffMax)
                 }
             }
@@ -156,7 +159,7 @@ final class PersistQueue: Sendable {
                     return
                 } catch {
                     logger.warn("workload write failed; retrying", ["workload": w.id, "in": delay, "error": error])
-                    try? await Task.sleep(for: delay)
+                    try? await timer.sleep(for: delay)
                     delay = min(delay * 2, retryBackoffMax)
                 }
             }

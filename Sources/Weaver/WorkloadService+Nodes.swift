@@ -351,7 +351,7 @@ extension WorkloadService: NodeRegistry {
                             "assignment not delivered; retrying",
                             ["workload": a.workloadID, "node": nodeID, "attempts": failures, "error": error])
                     }
-                    try? await Task.sleep(for: delay)
+                    try? await self.timer.sleep(for: delay)
                     delay = min(delay * 2, .seconds(2))
                 }
             }

@@ -125,7 +125,7 @@ extension WorkloadService {
                 logger.warn(
                     "provider call failed; retrying",
                     ["provider": provider, "error": e.description, "attempt": attempt, "waitMillis": Self.millis(wait)])
-                try? await Task.sleep(for: wait)
+                try? await timer.sleep(for: wait)
                 delay = min(delay * 2, options.providerRetryMax)
             }
         }
@@ -477,9 +477,10 @@ extension WorkloadService {
     func startProvisioningLoops() {
         guard provisioningEnabled else { return }
         let poll = options.instancePollInterval
+        let timer = self.timer
         instancePollTask = Task { [weak self] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: poll)
+                try? await timer.sleep(for: poll)
                 await self?.pollInstances()
             }
         }
@@ -487,7 +488,7 @@ extension WorkloadService {
         reconcileTask = Task { [weak self] in
             while !Task.isCancelled {
                 await self?.reconcileInstances()
-                try? await Task.sleep(for: every)
+                try? await timer.sleep(for: every)
             }
         }
     }

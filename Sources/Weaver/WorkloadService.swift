@@ -89,6 +89,8 @@ public struct SchedulerStatus: Sendable, Codable, Hashable {
 public actor WorkloadService {
     let store: any StateStore
     let clock: any WallClock
+    /// What every wait (ticks, retries, backoffs) and the pass timing run on.
+    let timer: TaskClock
     let ids: any IDGenerator
     let stack: PlacementStack
     let logger: Logger
@@ -169,8 +171,10 @@ public actor WorkloadService {
         options: WorkloadServiceOptions = .init(), stack: PlacementStack = PlacementStack(),
         offerView: @escaping @Sendable () -> OfferView = { OfferView(offers: [], enabledProviders: []) },
         events: (any EventPublisher)? = nil, linkUp: @escaping @Sendable () -> Bool = { true },
-        providers: [any Provider] = [], providerCalls: ProviderCallLog = ProviderCallLog()
+        providers: [any Provider] = [], providerCalls: ProviderCallLog = ProviderCallLog(),
+        timer: TaskClock = .continuous
     ) {
+        self.timer = timer
         self.providerCalls = providerCalls
         self.providers = Dictionary(providers.map { ($0.name.rawValue, $0) }, uniquingKeysWith: { a, _ in a })
         self.lifecycle = NodeLifecycle(timing: options.nodeTiming)
@@ -183,7 +187,8 @@ public actor WorkloadService {
         self.options = options
         self.stack = stack
         self.offerView = offerView
-        self.persist = PersistQueue(store: store, lanes: options.persistLanes, logger: logger, events: events)
+        self.persist = PersistQueue(
+            store: store, lanes: options.persistLanes, logger: logger, events: events, timer: timer)
     }
 
     // MARK: - Nodes
@@ -253,16 +258,17 @@ public actor WorkloadService {
                 "nodes": nodes.count,
             ])
         let interval = options.retryInterval
+        let timer = self.timer
         tickTask = Task { [weak self] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
+                try? await timer.sleep(for: interval)
                 await self?.tick()
             }
         }
         let nodeInterval = min(max(options.nodeTiming.heartbeatInterval / 2, .milliseconds(100)), .seconds(1))
         nodeTickTask = Task { [weak self] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: nodeInterval)
+                try? await timer.sleep(for: nodeInterval)
                 await self?.nodeTick()
             }
         }
@@ -277,7 +283,7 @@ public actor WorkloadService {
         instancePollTask?.cancel()
         reconcileTask?.cancel()
         persist.finish()
-        for _ in 0..<100 where persist.backlog > 0 { try? await Task.sleep(for: .milliseconds(20)) }
+        for _ in 0..<100 where persist.backlog > 0 { try? await timer.sleep(for: .milliseconds(20)) }
     }
 
     // MARK: - API operations
@@ -364,7 +370,7 @@ public actor WorkloadService {
         guard let w = active[id] else {
             // A workload that just finished: let its final write land first, so this one builds on it.
             for _ in 0..<Self.finishWaitRounds where finishing[id] != nil {
-                try await Task.sleep(for: .milliseconds(10))
+                try await timer.sleep(for: .milliseconds(10))
             }
             if let again = active[id] { return try await delete(again.id) }  // restarted meanwhile
             return try await deleteStored(id)
@@ -466,7 +472,7 @@ public actor WorkloadService {
         defer { passRunning = false }
         repeat {
             passRequested = false
-            let started = ContinuousClock.now
+            let started = timer.elapsed()
             let now = clock.now()
             let judge: [String]
             if fullPassNeeded {
@@ -536,7 +542,7 @@ public actor WorkloadService {
             }
             passes += 1
             lastPassAt = now
-            let elapsed = ContinuousClock.now - started
+            let elapsed = timer.elapsed() - started
             lastPassMicros = Int(
                 elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)
         } while passRequested
@@ -663,7 +669,7 @@ public actor WorkloadService {
                     return
                 } catch {
                     self.logger.warn("stop not delivered; retrying", ["workload": id, "node": nodeID, "error": error])
-                    try? await Task.sleep(for: delay)
+                    try? await self.timer.sleep(for: delay)
                     delay = min(delay * 2, .seconds(2))
                 }
             }

@@ -333,7 +333,7 @@ struct StoreContractTests {
 
     @Test(
         "migrations are idempotent: opening twice, even at once, applies each version once",
-        arguments: StoreKind.available)
+        arguments: StoreKind.databases)
     func migrationsIdempotent(kind: StoreKind) async throws {
         let location = StoreLocation.fresh(kind)
         async let a = location.open()

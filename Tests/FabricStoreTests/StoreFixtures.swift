@@ -4,27 +4,31 @@ import Testing
 
 @testable import FabricStore
 
-/// The stores the contract suite runs against: SQLite always, PostgreSQL when FABRIC_TEST_DATABASE_URL is set
-/// (scripts/test starts one with scripts/postgres).
+/// The stores the contract suite runs against: SQLite and the in-memory store always, PostgreSQL when
+/// FABRIC_TEST_DATABASE_URL is set (scripts/test starts one with scripts/postgres).
 enum StoreKind: String, Sendable, CaseIterable, CustomTestStringConvertible {
-    case sqlite, postgres
+    case sqlite, postgres, memory
 
     static let databaseURL: String? = ProcessInfo.processInfo.environment["FABRIC_TEST_DATABASE_URL"].flatMap {
         $0.isEmpty ? nil : $0
     }
 
-    static var available: [StoreKind] { databaseURL == nil ? [.sqlite] : [.sqlite, .postgres] }
+    static var available: [StoreKind] { databaseURL == nil ? [.sqlite, .memory] : [.sqlite, .postgres, .memory] }
+
+    /// The ones with a schema and migrations.
+    static var databases: [StoreKind] { available.filter { $0 != .memory } }
 
     var testDescription: String { rawValue }
 }
 
-/// Where one test's store lives: a SQLite file in its own temporary folder, or a PostgreSQL schema of its own.
-/// A location can be opened several times (restart, concurrent opens).
+/// Where one test's store lives: a SQLite file in its own temporary folder, a PostgreSQL schema of its own, or a
+/// `MemoryDatabase`. A location can be opened several times (restart, concurrent opens).
 struct StoreLocation: Sendable {
     let kind: StoreKind
     /// The SQLite file (in folders that do not exist yet) or the PostgreSQL schema name.
     let name: String
     private let folder: String?
+    private var memory: MemoryDatabase? = nil
 
     static func fresh(_ kind: StoreKind) -> StoreLocation {
         let unique = UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
@@ -34,6 +38,8 @@ struct StoreLocation: Sendable {
             return StoreLocation(kind: kind, name: folder + "/nested/state/fabric.db", folder: folder)
         case .postgres:
             return StoreLocation(kind: kind, name: "fabric_t_\(unique.prefix(24))", folder: nil)
+        case .memory:
+            return StoreLocation(kind: kind, name: "memory-\(unique)", folder: nil, memory: MemoryDatabase())
         }
     }
 
@@ -43,6 +49,8 @@ struct StoreLocation: Sendable {
             return try await SQLiteStore(path: name)
         case .postgres:
             return try await PostgresStore(url: StoreKind.databaseURL!, schema: name, poolSize: poolSize)
+        case .memory:
+            return MemoryStore(database: memory!)
         }
     }
 
@@ -57,6 +65,8 @@ struct StoreLocation: Sendable {
             }
             try? await store.executeForTesting("DROP SCHEMA \(name) CASCADE")
             await store.close()
+        case .memory:
+            break
         }
     }
 }
