@@ -47,7 +47,11 @@ let package = Package(
         // The deterministic fleet simulator: production cores with the seams (clock, randomness, IDs, providers,
         // node runtimes) replaced; `fabric-sim` is its thin executable.
         .target(
-            name: "FabricSimulation", dependencies: ["FabricCore", "FabricScheduler", "FabricProviders", "COpenSSL"],
+            name: "FabricSimulation",
+            dependencies: [
+                "FabricCore", "FabricScheduler", "FabricProviders", "COpenSSL", "Weaver", "Shuttle", "FabricStore",
+                "FabricActors", "FabricRuntime", "FabricLog",
+            ],
             path: "Simulation/FabricSimulation"),
 
         // Thin executables.

@@ -36,6 +36,9 @@ public struct SimOptions: Sendable, Equatable {
     public var costBatchesPath: String? = nil
     /// Overrides the controller-restart rate the seed picks (restarts per simulated day, fault phase only).
     public var restartsPerDay: Double? = nil
+    /// Runs production's control plane (WorkloadService, actors, node agents) on the deterministic executor instead
+    /// of the simulator's controller (`ServiceSimulation`; smaller fleets, see --help).
+    public var service = false
 
     public init(seed: UInt64, nodes: Int? = nil, duration: Duration? = nil, scheduler: SchedulerVariant = .index) {
         self.seed = seed
@@ -46,7 +49,7 @@ public struct SimOptions: Sendable, Equatable {
 
     public static let usage = """
         usage: fabric-sim --seed N [--nodes N] [--duration 1d|6h|30m|90s] [--scheduler VARIANT] [--batch on|off]
-                          [--restarts-per-day R] [--cost-batches FILE] [--log FILE] [--quiet] [--help]
+                          [--restarts-per-day R] [--cost-batches FILE] [--log FILE] [--service] [--quiet] [--help]
 
         Runs the deterministic fleet simulation: the seed picks the fleet (10 to 10,000 nodes from the bundled
         catalog), the workload mix, arrivals and fault rates. A fault phase of --duration is followed by a
@@ -65,6 +68,11 @@ public struct SimOptions: Sendable, Equatable {
           --cost-batches FILE
                             write every batch as a JSON line for scripts/cost-bound (the lower bound)
           --log FILE        also write the event log to FILE
+          --service         run weaver's own control plane instead of the simulator's controller: WorkloadService,
+                            the ControlPlane/ShuttleNode actors, NodeAgent and ShuttleRunner, unchanged, on a
+                            deterministic executor, with a virtual clock, an in-memory store, a faulty loopback
+                            network, simulated clouds and container runtimes (5 to 500 nodes, fault phase at most 6h;
+                            default 5 to 60 nodes and 1 to 3 hours drawn from the seed)
           --quiet           print only the summary and the hash
           --help            this text
         """
@@ -129,6 +137,7 @@ public struct SimOptions: Sendable, Equatable {
                 o.restartsPerDay = r
             case "--cost-batches": o.costBatchesPath = try value(a)
             case "--log": o.logPath = try value(a)
+            case "--service": o.service = true
             case "--quiet", "-q": o.quiet = true
             case "--help", "-h": return .help
             default: throw SimError(.usage, "unknown option \"\(a)\" (see --help)")
@@ -176,6 +185,7 @@ extension SimOptions {
         if scheduler != .index { extra.append("--scheduler \(scheduler.rawValue)") }
         if !batch { extra.append("--batch off") }
         if let restartsPerDay { extra.append("--restarts-per-day \(restartsPerDay)") }
+        if service { extra.append("--service") }
         return "make sim SEED=\(seed)" + (extra.isEmpty ? "" : " SIM_ARGS=\"\(extra.joined(separator: " "))\"")
     }
 }

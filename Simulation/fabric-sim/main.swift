@@ -15,6 +15,18 @@ do {
     exit(2)
 }
 
+if options.service {
+    // Dictionary order must not differ between runs: Swift seeds its hashing per process unless told not to.
+    if getenv("SWIFT_DETERMINISTIC_HASHING") == nil {
+        setenv("SWIFT_DETERMINISTIC_HASHING", "1", 1)
+        let args = CommandLine.arguments.map { strdup($0) } + [nil]
+        execv("/proc/self/exe", args)
+        FileHandle.standardError.write(Data("fabric-sim: cannot re-execute itself: errno \(errno)\n".utf8))
+        exit(2)
+    }
+    exit(runService(options))
+}
+
 let sim = Simulation(options: options, keepLog: options.logPath != nil)
 if !options.quiet { print("scenario: \(sim.scenario.description)") }
 // Wall time is read only to print the speed; nothing in the run depends on it.
@@ -42,3 +54,31 @@ if let violation {
 }
 print(sim.hashLine)
 exit(violation == nil ? 0 : 1)
+
+/// `--service`: production's control plane in the loop (`ServiceSimulation`).
+func runService(_ options: SimOptions) -> Int32 {
+    let sim = ServiceSimulation(
+        options: .init(
+            seed: options.seed, nodes: options.nodes, duration: options.duration,
+            restartsPerDay: options.restartsPerDay),
+        keepLog: options.logPath != nil)
+    if !options.quiet { print("scenario: \(sim.scenario.description) mode=service") }
+    let started = ContinuousClock.now
+    let violation = sim.run()
+    let wall = ContinuousClock.now - started
+    let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
+    for line in sim.summary(wallSeconds: wallSeconds) { print(line) }
+    if let path = options.logPath {
+        let text = sim.logLines.joined(separator: "\n") + "\n"
+        if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
+            FileHandle.standardError.write(Data("fabric-sim: cannot write the event log to \(path)\n".utf8))
+        }
+    }
+    if let violation {
+        print("VIOLATION \(violation)")
+        print("at simulated ms \(violation.at.millisecondsSinceEpoch - 1_800_000_000_000), seed \(options.seed)")
+        print("reproduce: \(options.reproduceCommand)")
+    }
+    print(sim.hashLine)
+    return violation == nil ? 0 : 1
+}

@@ -1,0 +1,184 @@
+import FabricCore
+import FabricProviders
+import FabricScheduler
+
+/// A machine cloud (AWS- or GCP-like) behind production's `Provider` protocol: offers at catalog prices, instances
+/// that boot after a delay and join as nodes, capacity per market, and seeded faults (capacity and quota errors,
+/// throttling with Retry-After, answers lost after the instance was made, API latency, spot preemptions).
+///
+/// Provisioning is idempotent by name, as the real drivers are (ClientToken, requestId): the duplicate-instance
+/// invariant holds only if weaver never asks twice under two names for one placement.
+actor SimProvider: Provider {
+    struct Live {
+        var instance: Instance
+        var offer: Offer
+        var price: Double
+        var workload: String?
+    }
+
+    nonisolated let name: ProviderName
+    let offerList: [Offer]
+    let scenario: Scenario
+    let timer: TaskClock
+    let clock: VirtualWallClock
+    private var rng: SplitMix64
+    private var nextID = 0
+    /// Instances that exist (pending, running or stopping), by name.
+    private(set) var live: [String: Live] = [:]
+    /// Every name ever made, with how many instances were made under it (must stay 1).
+    private(set) var made: [String: Int] = [:]
+    private var inUse: [OfferKey: Int] = [:]
+    /// Faults are drawn only while this is set (the fault phase).
+    var faulty = true
+    /// Called when an instance has booted (the simulator starts its node) and when one is gone (it stops it).
+    let booted: @Sendable (String, Offer, Bool, Double) async -> Void
+    let gone: @Sendable (String) async -> Void
+    let log: @Sendable (String) -> Void
+    private(set) var calls = 0
+    private(set) var faultsInjected = 0
+
+    init(
+        name: ProviderName, offers: [Offer], scenario: Scenario, seed: UInt64, timer: TaskClock,
+        clock: VirtualWallClock, booted: @escaping @Sendable (String, Offer, Bool, Double) async -> Void,
+        gone: @escaping @Sendable (String) async -> Void, log: @escaping @Sendable (String) -> Void
+    ) {
+        self.name = name
+        self.offerList = offers.filter { $0.provider == name.rawValue }
+        self.scenario = scenario
+        self.timer = timer
+        self.clock = clock
+        self.rng = SplitMix64(seed: seed)
+        self.booted = booted
+        self.gone = gone
+        self.log = log
+    }
+
+    private func unit() -> Double { Double(rng.next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
+    private func chance(_ p: Double) -> Bool { faulty && unit() < p }
+
+    /// API latency, then maybe throttling.
+    private func call(_ what: String) async throws {
+        calls += 1
+        let ms = Int64(unit() * Double(max(20, min(scenario.apiLatencyMsMax, 2000))))
+        try await timer.sleep(for: .milliseconds(ms))
+        if chance(scenario.rateLimitShare / 4) {
+            faultsInjected += 1
+            log("cloud \(name.rawValue) throttles \(what)")
+            throw ProviderError(
+                .rateLimited, provider: name.rawValue, code: "RequestLimitExceeded", "simulated throttling",
+                retryAfter: .seconds(Int64(1 + unit() * 5)))
+        }
+    }
+
+    func offers() async throws -> OfferList {
+        OfferList(offers: offerList, origin: "catalog", asOf: clock.now())
+    }
+
+    func provision(_ request: InstanceRequest) async throws -> Instance {
+        try await call("provision \(request.name)")
+        if let l = live[request.name] { return l.instance }
+        guard
+            let offer = offerList.first(where: { $0.region == request.region && $0.machineType == request.machineType })
+        else {
+            throw ProviderError(.invalidRequest, provider: name.rawValue, code: "InvalidParameter", "no such offer")
+        }
+        let key = OfferKey(
+            provider: offer.provider, region: offer.region, machineType: offer.machineType, spot: request.spot)
+        if chance(scenario.capacityErrorShare) || inUse[key, default: 0] >= scenario.capacityPerMarket[key, default: 0]
+        {
+            if faulty { faultsInjected += 1 }
+            log("cloud \(name.rawValue) has no capacity for \(request.name) in \(key)")
+            throw ProviderError(
+                .capacityUnavailable, provider: name.rawValue, code: "InsufficientInstanceCapacity",
+                "simulated: no \(offer.machineType) in \(offer.region)")
+        }
+        if chance(scenario.quotaErrorShare) {
+            faultsInjected += 1
+            log("cloud \(name.rawValue) refuses \(request.name): quota")
+            throw ProviderError(
+                .quotaExceeded, provider: name.rawValue, code: "VcpuLimitExceeded", "simulated quota")
+        }
+        nextID += 1
+        let instance = Instance(
+            id: "\(name.rawValue)-i-\(nextID)", name: request.name, provider: name.rawValue, region: offer.region,
+            machineType: offer.machineType, spot: request.spot, state: .pending, labels: request.labels)
+        let price = request.spot ? (offer.spotPerHour ?? offer.onDemandPerHour) : offer.onDemandPerHour
+        live[request.name] = Live(
+            instance: instance, offer: offer, price: price, workload: request.labels[InstanceRequest.workloadLabel])
+        made[request.name, default: 0] += 1
+        inUse[key, default: 0] += 1
+        log("cloud \(name.rawValue) makes \(request.name) \(offer.machineType) \(offer.region) spot=\(request.spot)")
+        let boot = Duration.seconds(Int64(10 + unit() * Double(max(10, scenario.bootSecondsMax))))
+        let spot = request.spot
+        Task {
+            try? await self.timer.sleep(for: boot)
+            await self.boot(request.name, offer: offer, spot: spot, price: price)
+        }
+        if chance(scenario.lostResponseShare) {
+            faultsInjected += 1
+            log("cloud \(name.rawValue) loses the answer for \(request.name)")
+            throw ProviderError(.transient, provider: name.rawValue, code: "InternalError", "simulated lost answer")
+        }
+        return instance
+    }
+
+    private func boot(_ name: String, offer: Offer, spot: Bool, price: Double) async {
+        guard var l = live[name], l.instance.state == .pending else { return }
+        l.instance.state = .running
+        live[name] = l
+        await booted(name, offer, spot, price)
+    }
+
+    func status(name: String, region: String) async throws -> Instance? {
+        try await call("status \(name)")
+        return live[name]?.instance
+    }
+
+    func terminate(name: String, region: String) async throws {
+        try await call("terminate \(name)")
+        await end(name, why: "terminated")
+    }
+
+    func list() async throws -> [Instance] {
+        try await call("list")
+        return live.keys.sorted().compactMap { live[$0]?.instance }
+    }
+
+    /// An instance ends (terminated or taken back): its node goes with it.
+    func end(_ name: String, why: String) async {
+        guard let l = live.removeValue(forKey: name) else { return }
+        let key = OfferKey(
+            provider: l.offer.provider, region: l.offer.region, machineType: l.offer.machineType, spot: l.instance.spot)
+        inUse[key, default: 1] -= 1
+        log("cloud \(self.name.rawValue) ends \(name): \(why)")
+        await gone(name)
+    }
+
+    /// A spot preemption of a running spot instance, drawn by `pick` (nil when none runs).
+    func preempt(pick: Int) async -> String? {
+        let spot = live.keys.sorted().filter { live[$0]?.instance.spot == true && live[$0]?.instance.state == .running }
+        guard !spot.isEmpty else { return nil }
+        let name = spot[pick % spot.count]
+        // The provider reports it as preempted while it lingers, then it is gone.
+        live[name]?.instance.state = .preempted
+        await gone(name)
+        let n = name
+        Task {
+            try? await self.timer.sleep(for: .seconds(120))
+            await self.forget(n)
+        }
+        return name
+    }
+
+    private func forget(_ name: String) {
+        guard let l = live.removeValue(forKey: name) else { return }
+        let key = OfferKey(
+            provider: l.offer.provider, region: l.offer.region, machineType: l.offer.machineType, spot: l.instance.spot)
+        inUse[key, default: 1] -= 1
+    }
+
+    /// What is billed now: every instance that exists, with its price.
+    func bill() -> [String: (price: Double, workload: String?, state: InstanceState)] {
+        live.mapValues { ($0.price, $0.workload, $0.instance.state) }
+    }
+}
