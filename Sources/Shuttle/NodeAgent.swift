@@ -166,6 +166,16 @@ public actor NodeAgent {
         return nil
     }
 
+    /// Stops every running attempt (SIGTERM, SIGKILL after `grace`): the node is cut off and will be declared lost,
+    /// so its work will run elsewhere. Each end is reported as usual once the link is back.
+    public func fence(grace: Duration) async {
+        for id in supervisors.keys.sorted() {
+            guard let attempt = supervisors[id]?.attempt else { continue }
+            logger.warn("fencing", ["workload": id, "attempt": attempt])
+            for runtime in runtimes.values { await runtime.stop(workloadID: id, grace: grace) }
+        }
+    }
+
     /// The tail of a workload's combined output.
     public func logs(workloadID: String, kind: RuntimeKind, tailBytes: Int?) async throws -> [UInt8] {
         guard let runtime = runtimes[kind] else { return [] }

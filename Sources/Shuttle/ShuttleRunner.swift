@@ -20,6 +20,11 @@ public actor ShuttleRunner {
         public var retryBackoffMax: Duration
         /// What heartbeats, retries and lease renewals wait on (the simulator's virtual clock in simulation).
         public var timer: TaskClock
+        /// Whether this node's own link to the message bus is up (NATS: the connection's state). A node whose link
+        /// stays down for `cluster.lost_after / 2` stops its workloads (link fencing): weaver, whose link is up,
+        /// declares it lost at `lost_after` and runs them elsewhere, so nothing runs twice. A weaver outage leaves
+        /// the node's link up and stops nothing.
+        public var linkUp: @Sendable () -> Bool = { true }
 
         public init(
             joinToken: String, session: String, version: String, heartbeatInterval: Duration = .seconds(2),
@@ -51,6 +56,10 @@ public actor ShuttleRunner {
     var heartbeatInterval: Duration
     /// The state the control plane gave this node at the last registration.
     public private(set) var state: NodeState?
+    /// The control plane's `lost_after` from the last registration (nil before one: no link fencing yet).
+    var lostAfter: Duration?
+    /// Times this node stopped its workloads because its link stayed down.
+    public private(set) var linkFences = 0
 
     public init(agent: NodeAgent, control: ControlPlane, options: Options, logger: Logger) {
         self.agent = agent
@@ -76,6 +85,8 @@ public actor ShuttleRunner {
         try await registerUntilAccepted()
         let heartbeats = Task { await self.heartbeatLoop(sink) }
         defer { heartbeats.cancel() }
+        let linkWatch = Task { await self.linkWatch() }
+        defer { linkWatch.cancel() }
         for await event in events {
             if Task.isCancelled { break }
             switch event {
@@ -103,6 +114,7 @@ public actor ShuttleRunner {
                 if reply.heartbeatIntervalMillis > 0 {
                     heartbeatInterval = .milliseconds(min(reply.heartbeatIntervalMillis, 60_000))
                 }
+                if reply.lostAfterMillis > 0 { lostAfter = .milliseconds(reply.lostAfterMillis) }
                 if let lease = agent.lease, reply.lostAfterMillis > 0 {
                     lease.setTerms(
                         .fencing(lostAfter: .milliseconds(reply.lostAfterMillis), stopGrace: agent.supersedeGrace))
@@ -181,6 +193,36 @@ public actor ShuttleRunner {
 
     /// How often the lease is renewed; fencing waits at least `cluster.lost_after / 2` (0.5 s or more).
     static let leaseRenewInterval: Duration = .milliseconds(250)
+
+    /// Link fencing (see `Options.linkUp`): checked every `linkCheckInterval`, apart from heartbeats, whose calls
+    /// can each wait out a whole call timeout while the link is down.
+    func linkWatch() async {
+        var linkDownSince: Duration?
+        var fenced = false
+        while !Task.isCancelled {
+            try? await options.timer.sleep(for: Self.linkCheckInterval)
+            if Task.isCancelled { return }
+            if options.linkUp() {
+                linkDownSince = nil
+                fenced = false
+                continue
+            }
+            let now = options.timer.elapsed()
+            let since = linkDownSince ?? now
+            linkDownSince = since
+            if !fenced, let lostAfter, now - since >= lostAfter / 2 {
+                fenced = true
+                linkFences += 1
+                logger.warn(
+                    "link down for half of lost_after; stopping this node's workloads",
+                    ["node": info.id, "downFor": now - since])
+                await agent.fence(grace: min(agent.supersedeGrace, lostAfter / 4))
+            }
+        }
+    }
+
+    /// How often the link is checked for fencing.
+    static let linkCheckInterval: Duration = .milliseconds(500)
 
     func heartbeatLoop(_ sink: AsyncStream<Event>.Continuation) async {
         var failing = 0

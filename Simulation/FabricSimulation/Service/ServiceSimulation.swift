@@ -92,6 +92,8 @@ public final class ServiceSimulation: @unchecked Sendable {
         let actor: ShuttleNode
         let runtime: SimRuntime
         var runner: Task<Void, Never>?
+        /// Set while the node is partitioned: its own link is down (what NATS's connection state tells a shuttle).
+        let linkDown = Mutex(false)
         init(
             name: String, system: NATSActorSystem, transport: FaultyTransport, agent: NodeAgent, actor: ShuttleNode,
             runtime: SimRuntime
@@ -161,6 +163,7 @@ public final class ServiceSimulation: @unchecked Sendable {
         let exec = DeterministicExecutor.shared
         let end = Instant(offset: scenario.faultPhase + Limits.liveness)
         Task.detached { await self.main() }
+        defer { stats.simulated = clock.now.offset }
         while true {
             stats.jobs += exec.runUntilIdle()
             if let v = ground.violation ?? violation { return v }
@@ -276,10 +279,17 @@ public final class ServiceSimulation: @unchecked Sendable {
         hostOrder.append(name)
         let runner = ShuttleRunner(
             agent: agent, control: try ControlPlane.proxy(on: system),
-            options: .init(joinToken: "", session: ids.next(prefix: "session"), version: "sim", timer: timer),
+            options: runnerOptions(host),
             logger: logger.with(component: "shuttle"))
         host.runner = Task { try? await runner.run() }
+        if partitioned.contains(name) { cut(name, true) }
         write("node up \(name) \(offer.provider)/\(offer.region)/\(offer.machineType) spot=\(spot)")
+    }
+
+    private func runnerOptions(_ host: Host) -> ShuttleRunner.Options {
+        var o = ShuttleRunner.Options(joinToken: "", session: ids.next(prefix: "session"), version: "sim", timer: timer)
+        o.linkUp = { [host] in !host.linkDown.withLock { $0 } }
+        return o
     }
 
     private func stopHost(_ name: String, why: String) async {
@@ -303,7 +313,10 @@ public final class ServiceSimulation: @unchecked Sendable {
     /// Cuts a node off the control plane (both directions), or heals it.
     private func cut(_ name: String, _ on: Bool) {
         let prefix = ActorID.subjectPrefix + ActorID.subjectToken(name) + "."
-        if let host = hosts[name] { host.transport.setFaults(on ? NetworkFaults(partitioned: [""]) : Self.lossy) }
+        if let host = hosts[name] {
+            host.transport.setFaults(on ? NetworkFaults(partitioned: [""]) : Self.lossy)
+            host.linkDown.withLock { $0 = on }
+        }
         var cutOff = Set(partitioned.map { ActorID.subjectPrefix + ActorID.subjectToken($0) + "." })
         if on { cutOff.insert(prefix) } else { cutOff.remove(prefix) }
         weaverTransport?.setFaults(
