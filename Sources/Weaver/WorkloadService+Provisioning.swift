@@ -33,11 +33,13 @@ extension WorkloadService {
         return (view.offers.filter { enabled.contains($0.provider) }, enabled)
     }
 
-    /// What real placements choose from: the nodes, and the offers of configured providers that are not skipped.
+    /// What real placements choose from: the nodes (less machines made for one workload), and the offers of
+    /// configured providers that are not skipped.
     func placementSnapshot(now: Timestamp, nodes: [NodeInfo]) -> PlacementSnapshot {
         let offers = provisionableOffers()
+        let shared = machineOwners.isEmpty ? nodes : nodes.filter { machineOwners[$0.id] == nil }
         return PlacementSnapshot(
-            nodes: nodes, offers: offers.offers, enabledProviders: offers.enabled,
+            nodes: shared, offers: offers.offers, enabledProviders: offers.enabled,
             unavailableOffers: currentlyUnavailable(now: now), includeOffers: provisioningEnabled)
     }
 
@@ -359,7 +361,22 @@ extension WorkloadService {
     func releaseInstance(_ w: inout Workload, from: Phase) {
         guard let ref = w.status.instance, w.phase.isFinal || w.phase == .pending, from != .terminating else { return }
         terminateLater(ref, reason: "its workload \(w.phase == .pending ? "will run again elsewhere" : "ended")")
+        // Its node (a machine that joined) takes nothing new while it goes away.
+        if !Self.runsWorkloadDirectly(ref.provider), let node = nodes[ref.name],
+            node.state == .ready || node.state == .suspect
+        {
+            _ = try? drain(ref.name)
+        }
         w.status.instance = nil
+    }
+
+    /// Keeps `machineOwners` in step with a workload's instance.
+    func indexMachine(old: Workload?, new: Workload?) {
+        let before = old?.status.instance.flatMap { Self.runsWorkloadDirectly($0.provider) ? nil : $0.name }
+        let after = new?.status.instance.flatMap { Self.runsWorkloadDirectly($0.provider) ? nil : $0.name }
+        guard before != after else { return }
+        if let before, machineOwners[before] == old?.id { machineOwners[before] = nil }
+        if let after, let id = new?.id { machineOwners[after] = id }
     }
 
     /// Deletes an instance in the background, retrying; the reconciler catches what this misses.

@@ -149,6 +149,10 @@ public actor WorkloadService {
     /// Workloads that just reached a final phase, kept until that write is stored, so reads see it at once.
     var finishing: [String: Workload] = [:]
 
+    /// Machines made for a workload (instance name, which is the node's ID once it joins) -> that workload. Such a
+    /// machine is the workload's alone: the scheduler places nothing else there, since it is deleted when its
+    /// workload leaves it, whatever else would run there then.
+    var machineOwners: [String: String] = [:]
     /// Provider drivers by name: workloads placed on their offers get an instance there.
     let providers: [String: any Provider]
     /// Where the reconciler records how its calls to each provider went (shown as the provider's health).
@@ -340,6 +344,7 @@ public actor WorkloadService {
     /// Sets (or clears) a workload's in-memory state and its cached JSON document.
     func setActive(_ w: Workload?, id: String? = nil, document: Data? = nil) {
         guard let key = w?.id ?? id else { return }
+        indexMachine(old: active[key], new: w)
         active[key] = w
         if let w {
             documents.set(key, document ?? (try? FabricJSON.encode(w)))
@@ -730,6 +735,7 @@ public actor WorkloadService {
             retryAfter[id] = nil
             previousNode[id] = nil
             finishing[id] = w
+            indexMachine(old: active[id], new: nil)
             active[id] = nil
             documents.set(id, document)
             let version = w.version

@@ -40,7 +40,7 @@ public final class ServiceSimulation: @unchecked Sendable {
         public static let nodesMax = 500
         public static let durationMax: Duration = .seconds(6 * 3600)
         public static let workloadsMax = 5_000
-        public static let liveness: Duration = .seconds(8 * 3600)
+        public static let liveness: Duration = .seconds(24 * 3600)
     }
 
     public struct Stats: Sendable {
@@ -432,8 +432,10 @@ public final class ServiceSimulation: @unchecked Sendable {
             s < scenario.spotRequiredShare
             ? .required : s < scenario.spotRequiredShare + scenario.spotNeverShare ? .never : .allowed
         if draw.chance(scenario.maxPriceShare) { p.maxPricePerHour = draw.pick([0.5, 2, 10, 40]) }
-        let seconds = Int64(draw.logUniform(120, 3 * 3600))
+        // Failing workloads fail fast (a crash loop), as they do in practice; with `onFailure` they restart up to
+        // `Limits.restartsMax` times, each on a new machine, which the liveness phase must leave room for.
         let code = draw.chance(scenario.failShare) ? 1 : 0
+        let seconds = code == 0 ? Int64(draw.logUniform(120, 3 * 3600)) : Int64(draw.logUniform(5, 120))
         let spec = WorkloadSpec(
             name: "w-\(i)", image: "sim/app:1", command: ["sleep", String(seconds), String(code)], resources: r,
             placement: p, restartPolicy: draw.chance(0.5) ? .onFailure : .never)
