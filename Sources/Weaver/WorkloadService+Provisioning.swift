@@ -359,7 +359,11 @@ extension WorkloadService {
     /// An attempt that ended (the workload is final, or pending for another attempt) no longer needs its instance:
     /// it is deleted and forgotten in the same write. Called by `transition`.
     func releaseInstance(_ w: inout Workload, from: Phase) {
-        guard let ref = w.status.instance, w.phase.isFinal || w.phase == .pending, from != .terminating else { return }
+        // A pod ending `terminating` was deleted by `terminateInstanceThenFinish`; a machine is deleted here (once
+        // more is harmless: a gone instance is success).
+        guard let ref = w.status.instance, w.phase.isFinal || w.phase == .pending,
+            from != .terminating || !Self.runsWorkloadDirectly(ref.provider)
+        else { return }
         terminateLater(ref, reason: "its workload \(w.phase == .pending ? "will run again elsewhere" : "ended")")
         // Its node (a machine that joined) takes nothing new while it goes away.
         if !Self.runsWorkloadDirectly(ref.provider), let node = nodes[ref.name],

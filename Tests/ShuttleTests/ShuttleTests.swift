@@ -54,7 +54,7 @@ struct NodeRig {
     let controlSystem: LocalActorSystem
     let sink = MemorySink()
 
-    init(token: String = "right", fenced: Bool = false) throws {
+    init(token: String = "right", fenced: Bool = false, linkUp: (@Sendable () -> Bool)? = nil) throws {
         let network = LoopbackNetwork()
         controlSystem = try LocalActorSystem(node: NodeProtocolLimits.controlPlaneNode, network: network)
         control = try ControlPlane.serve(registry: registry, on: controlSystem)
@@ -64,11 +64,11 @@ struct NodeRig {
             stopGrace: .seconds(1))
         let logger = Logger(component: "test", level: .debug, sink: sink)
         let agent = config.makeAgent(now: Timestamp(millisecondsSinceEpoch: 0), logger: logger, detected: .zero)
+        var options = ShuttleRunner.Options(
+            joinToken: token, session: "session-a", version: "test", heartbeatInterval: .seconds(60))
+        if let linkUp { options.linkUp = linkUp }
         host = try NodeHost(
-            agent: agent, system: try LocalActorSystem(node: "n1", network: network),
-            options: ShuttleRunner.Options(
-                joinToken: token, session: "session-a", version: "test", heartbeatInterval: .seconds(60)),
-            logger: logger)
+            agent: agent, system: try LocalActorSystem(node: "n1", network: network), options: options, logger: logger)
     }
 
     /// Polls `condition` (bounded).
@@ -178,6 +178,27 @@ func millis(_ key: String, in path: String) -> Int64? {
             })
         try await node.acknowledge(workloadID: "wl-1", attempt: 1)
         #expect(await rig.host.agent.inventory().isEmpty, "acknowledged attempts leave the inventory")
+        await rig.host.stop()
+    }
+
+    @Test func aNodeWhoseLinkStaysDownForHalfOfLostAfterStopsItsWorkloads() async throws {
+        let down = Mutex(false)
+        let rig = try NodeRig(linkUp: { !down.withLock { $0 } })
+        #expect(await rig.host.waitUntilRegistered(timeout: .seconds(10)))
+        let node = try ShuttleNode.proxy(node: "n1", on: rig.controlSystem)
+        try await node.run(
+            Assignment(workloadID: "wl-f", attempt: 1, spec: WorkloadSpec(name: "x", command: ["sleep", "30"])))
+        #expect(await rig.eventually { await rig.registry.reports.contains(.started(workloadID: "wl-f", attempt: 1)) })
+        // Weaver said lost_after = 4 s: after 2 s with the link down the node stops its work (grace 1 s).
+        down.withLock { $0 = true }
+        #expect(
+            await rig.eventually(10) {
+                await rig.registry.reports.contains(
+                    .exited(workloadID: "wl-f", attempt: 1, status: .signaled(signal: SIGTERM)))
+            })
+        #expect(rig.sink.lines.contains { $0.contains("link down for half of lost_after") })
+        #expect(await rig.host.runner.linkFences == 1)
+        down.withLock { $0 = false }
         await rig.host.stop()
     }
 

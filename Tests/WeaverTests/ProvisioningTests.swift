@@ -457,6 +457,44 @@ struct MachineProvisioningTests {
         await h.service.shutdown()
     }
 
+    @Test func aMachineMadeForOneWorkloadTakesNoOther() async throws {
+        // Its instance is deleted when that workload leaves it, so anything else placed there would be killed.
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "us-east-1", "m7i.xlarge", 0.20)])
+        let h = try await ServiceHarness(cpu: 1000, providers: [aws], offers: aws.catalog)
+        let w = try await h.service.submit(h.spec("owner", ["sleep", "60"], cpu: 2000))
+        var first: InstanceRef? = nil
+        for _ in 0..<500 {
+            first = try await h.service.get(w.id).status.instance
+            if first?.id != nil { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let ref = try #require(first)
+        await aws.set(ref.name, .running)
+        let machine = try await h.join(ref.name, cpu: 4000, price: 0.2, root: h.dir + "/m1", session: "m-1")
+        for _ in 0..<500 where try await h.service.get(w.id).phase != .running {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(try await h.service.get(w.id).phase == .running)
+        // 1500m fits in the machine's free 2000m but not on the 1000m local node: it gets a machine of its own.
+        let other = try await h.service.submit(h.spec("other", ["sleep", "60"], cpu: 1500))
+        var second: Workload? = nil
+        for _ in 0..<500 {
+            second = try await h.service.get(other.id)
+            if second?.status.instance != nil || second?.status.node != nil { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(second?.status.node != ref.name)
+        #expect(second?.status.instance != nil)
+        #expect(second?.status.instance?.name != ref.name)
+        // The owner is deleted: its machine is drained (nothing new lands while it goes) and deleted.
+        _ = try await h.service.delete(w.id)
+        for _ in 0..<500 where await !aws.terminated.contains(ref.name) { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await aws.terminated.contains(ref.name))
+        await machine.stop()
+        await h.host.stop()
+        await h.service.shutdown()
+    }
+
     @Test func aReclaimedSpotMachineSendsItsWorkloadToAnotherRegion() async throws {
         let aws = MemoryCloud(
             .aws,
