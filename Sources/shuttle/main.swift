@@ -125,7 +125,9 @@ do {
         joinToken: settings.cluster.joinToken.exposedValue,
         session: SeededIDGenerator(seed: UInt64.random(in: 0...UInt64.max)).next(prefix: "session"),
         version: WeaverApp.version, heartbeatInterval: settings.cluster.heartbeatInterval)
-    if let connection = system.connection { runnerOptions.linkUp = { connection.isConnected } }
+    if settings.cluster.linkFencing, let connection = system.connection {
+        runnerOptions.linkUp = { connection.isConnected }
+    }
     host = try NodeHost(agent: agent, system: system, options: runnerOptions, logger: logger)
 } catch {
     fail("cannot serve node \(name): \((error as? FabricError)?.message ?? "\(error)")", exitCode: 1)

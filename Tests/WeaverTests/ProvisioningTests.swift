@@ -176,7 +176,13 @@ struct ProvisioningHarness {
         await aws.set(p.status.instance!.name, .terminated, exitCode: 0)
         let done = try await h.wait(w.id, "succeeded") { $0.phase == .succeeded }
         #expect(done.status.exitCode == 0)
-        try await Task.sleep(for: .milliseconds(100))
+        // The final write and the instance's deletion complete in the background (bounded wait, not a timing claim).
+        for _ in 0..<500 where try await h.events(w.id).last != "succeeded:Exited" {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        for _ in 0..<500 where await !aws.terminated.contains(p.status.instance!.name) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         #expect(await aws.terminated.contains(p.status.instance!.name))
         #expect(
             try await h.events(w.id) == [

@@ -507,6 +507,7 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
             cluster:
               join_token: "join-secret"
               machine_nats_url: "nats://weaver.example.com:4222"
+              link_fencing: true
               heartbeat_interval: 500ms
               suspect_after: 3s
               lost_after: 9s
@@ -633,6 +634,7 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(s.providers.aws.imageID == "ami-0abc")
         #expect(s.providers.aws.sessionToken.exposedValue == "aws-session")
         #expect(s.cluster.machineNATSURL == "nats://weaver.example.com:4222")
+        #expect(s.cluster.linkFencing)
         // Every setting was given, and differs from its default.
         for d in SettingsSchema.all {
             #expect(d.value(in: s) != d.value(in: .default), "\(d.key) kept its default")

@@ -12,6 +12,7 @@ import Testing
         "database.password", "database.database", "database.pool_size", "nats.url", "nats.user", "nats.password",
         "nats.token", "nats.tls", "nats.tls_ca_file", "nats.tls_cert_file", "nats.tls_key_file", "cluster.join_token",
         "cluster.machine_nats_url", "cluster.heartbeat_interval", "cluster.suspect_after", "cluster.lost_after",
+        "cluster.link_fencing",
         "scheduler.retry_interval",
         "scheduler.offer_unavailable_ttl", "node.enabled", "node.name", "node.region", "node.cpu", "node.memory",
         "node.price_per_hour", "node.labels", "node.gpu_count", "node.gpu_model", "runtime.stop_grace",

@@ -90,6 +90,10 @@ public struct Settings: Sendable, Equatable {
         public var lostAfter: Duration = .seconds(15)
         /// The NATS URL new cloud machines join with (`cluster.machine_nats_url`); empty means `nats.url`.
         public var machineNATSURL = ""
+        /// Whether a shuttle stops its workloads when its own NATS link stays down for `lostAfter / 2`
+        /// (`cluster.link_fencing`): then nothing runs twice when a partition cuts one node off, at the price of
+        /// stopping everything during a NATS outage that long. Off by default.
+        public var linkFencing = false
     }
 
     /// The placement loop.

@@ -154,6 +154,9 @@ public enum SettingsSchema {
         .init(
             "cluster.lost_after", \S.cluster.lostAfter, .duration(SettingsLimits.clusterSilence),
             "Silence after which a node is lost and its workloads are rescheduled."),
+        .init(
+            "cluster.link_fencing", \S.cluster.linkFencing, .bool,
+            "Shuttle stops its workloads after lost_after/2 without NATS (a NATS outage then stops them too)."),
 
         .init(
             "scheduler.retry_interval", \S.scheduler.retryInterval,
