@@ -75,7 +75,7 @@ sim: ## run the deterministic fleet simulation with one seed (SEED=N, SIM_ARGS="
 	@file=$$(echo " $(SIM_ARGS) " | sed -n 's/.* --cost-batches \([^ ]*\) .*/\1/p'); file=$${file:-$(SIM_COST)}; \
 	mkdir -p "$$(dirname "$$file")"; \
 	$(BIN_RELEASE)/fabric-sim --seed $(SEED) --cost-batches "$$file" $(SIM_ARGS) || exit $$?; \
-	if ! grep -q '"markets"' "$$file" 2>/dev/null; then echo "cost-bound: skipped, the run wrote no batches (--batch off, or nothing needed a new machine)"; \
+	if ! grep -q '"markets"' "$$file" 2>/dev/null; then echo "cost-bound: skipped, the run wrote no batches (--service, --batch off, or nothing needed a new machine)"; \
 	elif ! [ -x $(PYTHON) ] || ! $(PYTHON) -c 'import highspy' 2>/dev/null; then \
 		echo "cost-bound: skipped, $(PYTHON) with highspy is missing (run scripts/bootstrap, or PYTHON=...)"; \
 	else echo "cost-bound (lower bound, HiGHS) on $$file:"; $(PYTHON) scripts/cost-bound --summary --max-ratio 1.03 "$$file"; fi
@@ -88,7 +88,7 @@ sim-swarm: ## run seeds 1..RUNS (RUNS=N), stop at the first failure and print it
 		if [ $$rc -ne 0 ]; then echo "$$out"; echo "sim-swarm: seed $$seed failed"; exit 1; fi; \
 		echo "seed $$seed ok $$(echo "$$out" | tail -n 1)"; \
 	done; echo "sim-swarm: $(RUNS) seeds passed"; \
-	if ! cat .tmp/sim-swarm/*.jsonl 2>/dev/null | grep -q '"markets"'; then echo "cost-bound: skipped, no run needed a new machine"; \
+	if ! cat .tmp/sim-swarm/*.jsonl 2>/dev/null | grep -q '"markets"'; then echo "cost-bound: skipped, the runs wrote no batches (--service, --batch off, or nothing needed a new machine)"; \
 	elif ! [ -x $(PYTHON) ] || ! $(PYTHON) -c 'import highspy' 2>/dev/null; then \
 		echo "cost-bound: skipped, $(PYTHON) with highspy is missing (run scripts/bootstrap, or PYTHON=...)"; \
 	else echo "cost-bound (lower bound, HiGHS) on the batches of all $(RUNS) seeds:"; \

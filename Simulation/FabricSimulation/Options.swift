@@ -39,6 +39,9 @@ public struct SimOptions: Sendable, Equatable {
     /// Runs production's control plane (WorkloadService, actors, node agents) on the deterministic executor instead
     /// of the simulator's controller (`ServiceSimulation`; smaller fleets, see --help).
     public var service = false
+    /// `--service` only: whether shuttles fence their workloads when their link stays down (`cluster.link_fencing`).
+    /// Off shows what the invariants catch without it: a partitioned node's work running twice.
+    public var linkFencing = true
 
     public init(seed: UInt64, nodes: Int? = nil, duration: Duration? = nil, scheduler: SchedulerVariant = .index) {
         self.seed = seed
@@ -49,7 +52,8 @@ public struct SimOptions: Sendable, Equatable {
 
     public static let usage = """
         usage: fabric-sim --seed N [--nodes N] [--duration 1d|6h|30m|90s] [--scheduler VARIANT] [--batch on|off]
-                          [--restarts-per-day R] [--cost-batches FILE] [--log FILE] [--service] [--quiet] [--help]
+                          [--restarts-per-day R] [--cost-batches FILE] [--log FILE] [--service]
+                          [--link-fencing on|off] [--quiet] [--help]
 
         Runs the deterministic fleet simulation: the seed picks the fleet (10 to 10,000 nodes from the bundled
         catalog), the workload mix, arrivals and fault rates. A fault phase of --duration is followed by a
@@ -73,6 +77,9 @@ public struct SimOptions: Sendable, Equatable {
                             deterministic executor, with a virtual clock, an in-memory store, a faulty loopback
                             network, simulated clouds and container runtimes (5 to 500 nodes, fault phase at most 6h;
                             default 5 to 60 nodes and 1 to 3 hours drawn from the seed)
+          --link-fencing on|off
+                            with --service: shuttles stop their work when their link stays down (on, default);
+                            off shows the invariants catching a partitioned node's work running twice
           --quiet           print only the summary and the hash
           --help            this text
         """
@@ -138,6 +145,12 @@ public struct SimOptions: Sendable, Equatable {
             case "--cost-batches": o.costBatchesPath = try value(a)
             case "--log": o.logPath = try value(a)
             case "--service": o.service = true
+            case "--link-fencing":
+                let v = try value(a)
+                guard v == "on" || v == "off" else {
+                    throw SimError(.usage, "--link-fencing takes on or off, got \"\(v)\"")
+                }
+                o.linkFencing = v == "on"
             case "--quiet", "-q": o.quiet = true
             case "--help", "-h": return .help
             default: throw SimError(.usage, "unknown option \"\(a)\" (see --help)")
@@ -186,6 +199,7 @@ extension SimOptions {
         if !batch { extra.append("--batch off") }
         if let restartsPerDay { extra.append("--restarts-per-day \(restartsPerDay)") }
         if service { extra.append("--service") }
+        if !linkFencing { extra.append("--link-fencing off") }
         return "make sim SEED=\(seed)" + (extra.isEmpty ? "" : " SIM_ARGS=\"\(extra.joined(separator: " "))\"")
     }
 }

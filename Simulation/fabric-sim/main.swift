@@ -57,11 +57,10 @@ exit(violation == nil ? 0 : 1)
 
 /// `--service`: production's control plane in the loop (`ServiceSimulation`).
 func runService(_ options: SimOptions) -> Int32 {
-    let sim = ServiceSimulation(
-        options: .init(
-            seed: options.seed, nodes: options.nodes, duration: options.duration,
-            restartsPerDay: options.restartsPerDay),
-        keepLog: options.logPath != nil)
+    var serviceOptions = ServiceSimulation.Options(
+        seed: options.seed, nodes: options.nodes, duration: options.duration, restartsPerDay: options.restartsPerDay)
+    serviceOptions.linkFencing = options.linkFencing
+    let sim = ServiceSimulation(options: serviceOptions, keepLog: options.logPath != nil)
     if !options.quiet { print("scenario: \(sim.scenario.description) mode=service") }
     let started = ContinuousClock.now
     let violation = sim.run()

@@ -43,6 +43,17 @@ struct ServiceSimulationTests {
         #expect(!starts.contains(" 0 process starts"))
     }
 
+    @Test("without link fencing a partitioned node's work runs twice, and the invariants stop the run")
+    func withoutLinkFencingTheInvariantsCatchADoubleRun() throws {
+        // Seed 8: a node is cut off, weaver declares it lost and restarts its workloads elsewhere while they still
+        // run there. With fencing (the default) the same seed passes.
+        let run = try Self.sim(["--seed", "8", "--service", "--link-fencing", "off", "--quiet"])
+        #expect(run.status == 1)
+        #expect(run.lines.contains { $0.hasPrefix("VIOLATION double-run: workload ") && $0.contains("while it runs on") })
+        #expect(run.lines.contains("reproduce: make sim SEED=8 SIM_ARGS=\"--service --link-fencing off\""))
+        #expect(run.hash != nil)
+    }
+
     @Test("different seeds give different logs")
     func seedsDiffer() async throws {
         let a = try Self.sim(["--seed", "1", "--service", "--nodes", "5", "--duration", "10m", "--quiet"])

@@ -200,6 +200,13 @@ struct OptionsTests {
             try SimOptions.parse([
                 "--seed", "3", "--batch", "off", "--restarts-per-day", "12", "--cost-batches", "b.jsonl",
             ]) == .run(batchOff))
+        var service = SimOptions(seed: 8)
+        service.service = true
+        service.linkFencing = false
+        let parsedService = try SimOptions.parse(["--seed", "8", "--service", "--link-fencing", "off"])
+        #expect(parsedService == .run(service))
+        #expect(service.reproduceCommand == "make sim SEED=8 SIM_ARGS=\"--service --link-fencing off\"")
+        #expect(throws: SimError.self) { try SimOptions.parse(["--seed", "8", "--link-fencing", "maybe"]) }
     }
 
     @Test(arguments: [

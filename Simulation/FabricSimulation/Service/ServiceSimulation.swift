@@ -26,6 +26,8 @@ public final class ServiceSimulation: @unchecked Sendable {
         public var duration: Duration?
         /// Weaver crashes per simulated day in the fault phase (nil: drawn).
         public var restartsPerDay: Double?
+        /// Shuttles fence their workloads when their link stays down (`cluster.link_fencing`).
+        public var linkFencing = true
         public init(seed: UInt64, nodes: Int? = nil, duration: Duration? = nil, restartsPerDay: Double? = nil) {
             self.seed = seed
             self.nodes = nodes
@@ -288,7 +290,7 @@ public final class ServiceSimulation: @unchecked Sendable {
 
     private func runnerOptions(_ host: Host) -> ShuttleRunner.Options {
         var o = ShuttleRunner.Options(joinToken: "", session: ids.next(prefix: "session"), version: "sim", timer: timer)
-        o.linkUp = { [host] in !host.linkDown.withLock { $0 } }
+        if options.linkFencing { o.linkUp = { [host] in !host.linkDown.withLock { $0 } } }
         return o
     }
 
