@@ -49,7 +49,8 @@ struct ServiceSimulationTests {
         // run there. With fencing (the default) the same seed passes.
         let run = try Self.sim(["--seed", "8", "--service", "--link-fencing", "off", "--quiet"])
         #expect(run.status == 1)
-        #expect(run.lines.contains { $0.hasPrefix("VIOLATION double-run: workload ") && $0.contains("while it runs on") })
+        #expect(
+            run.lines.contains { $0.hasPrefix("VIOLATION double-run: workload ") && $0.contains("while it runs on") })
         #expect(run.lines.contains("reproduce: make sim SEED=8 SIM_ARGS=\"--service --link-fencing off\""))
         #expect(run.hash != nil)
     }
