@@ -234,6 +234,28 @@ extension WorkloadService {
         }
     }
 
+    /// Starts the next attempt of a workload on the machine made for it (restart by policy; the machine is up).
+    func restartOnOwnMachine(_ id: String, node: String) {
+        guard let w = active[id] else { return }
+        let attempt = w.status.attempts + 1
+        allocate(id, w.spec.resources, on: node)
+        placementsTotal += 1
+        transition(id, to: .scheduled, reason: "Scheduled", message: "restarting on its machine \(node)") {
+            $0.status.node = node
+            $0.status.pendingReasons = nil
+        }
+        let stored = transition(id, to: .starting, reason: "Starting", message: "attempt \(attempt)") {
+            $0.status.attempts = attempt
+            $0.status.exitCode = nil
+            $0.status.signal = nil
+            $0.status.finishedAt = nil
+        }
+        logger.info("restarting on its machine", ["workload": id, "node": node, "attempt": attempt])
+        if let stored {
+            dispatch(Assignment(workloadID: id, attempt: attempt, spec: w.spec), to: node, after: stored)
+        }
+    }
+
     /// Moves a workload along with what its instance reports.
     func apply(_ instance: Instance, to id: String) {
         guard let w = active[id], let ref = w.status.instance else { return }
@@ -364,6 +386,12 @@ extension WorkloadService {
         guard let ref = w.status.instance, w.phase.isFinal || w.phase == .pending,
             from != .terminating || !Self.runsWorkloadDirectly(ref.provider)
         else { return }
+        // Restarting by policy on its own machine, which stays (`applyRestartPolicy` kept its placement).
+        if w.phase == .pending, w.status.reason == "Restarting", w.status.placement != nil,
+            !Self.runsWorkloadDirectly(ref.provider)
+        {
+            return
+        }
         terminateLater(ref, reason: "its workload \(w.phase == .pending ? "will run again elsewhere" : "ended")")
         // Its node (a machine that joined) takes nothing new while it goes away.
         if !Self.runsWorkloadDirectly(ref.provider), let node = nodes[ref.name],

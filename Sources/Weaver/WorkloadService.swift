@@ -500,6 +500,27 @@ public actor WorkloadService {
                     fresh.append(id)  // judged again on later passes until its backoff ends
                     continue
                 }
+                if let ref = w.status.instance, !Self.runsWorkloadDirectly(ref.provider) {
+                    // Restarting on its own machine (see `applyRestartPolicy`).
+                    switch nodes[ref.name]?.state {
+                    case .ready?:
+                        retryAfter[id] = nil
+                        pendingSet.remove(id)
+                        restartOnOwnMachine(id, node: ref.name)
+                        continue
+                    case .suspect?:
+                        fresh.append(id)  // it may answer again; judged on later passes
+                        continue
+                    default:
+                        // The machine is gone or going: let it go and place the workload anew.
+                        terminateLater(ref, reason: "its workload will run again elsewhere")
+                        update(id) {
+                            $0.status.instance = nil
+                            $0.status.placement = nil
+                        }
+                    }
+                }
+                guard let w = active[id] else { continue }
                 let placed = index.place(w.spec)
                 if let placement = placed, placement.node == nil {
                     retryAfter[id] = nil
@@ -628,6 +649,12 @@ public actor WorkloadService {
         let restart =
             (policy == .always || (policy == .onFailure && !succeeded)) && w.status.attempts < Limits.restartsMax
         if restart {
+            // On a machine of its own that is still up, it restarts there (the machine and its placement are kept):
+            // no new machine, no boot, per attempt of a crash loop.
+            let ownMachine = w.status.instance.flatMap { ref in
+                !Self.runsWorkloadDirectly(ref.provider) && w.status.node == ref.name
+                    && nodes[ref.name]?.state == .ready ? ref.name : nil
+            }
             let delay = min(
                 options.restartBackoffBase * (1 << min(max(w.status.attempts - 1, 0), 16)), options.restartBackoffMax)
             retryAfter[id] = backoff ? clock.now().adding(delay) : nil
@@ -638,7 +665,7 @@ public actor WorkloadService {
                     "\(message ?? reason); restart \(w.status.attempts) of \(Limits.restartsMax) by policy \(policy.rawValue)"
             ) {
                 $0.status.node = nil
-                $0.status.placement = nil
+                if ownMachine == nil { $0.status.placement = nil }
             }
             enqueuePending(id)
         } else if w.phase == .lost || w.phase == .preempted {

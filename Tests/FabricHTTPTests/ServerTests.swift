@@ -408,11 +408,14 @@ struct ServerTests {
     @Test("shutdown lets an in-flight request finish, then refuses connections")
     func gracefulShutdown() async throws {
         let gauge = ConcurrencyGauge()
+        // The handler holds its request until the test lets it go (bounded), so it is in flight when shutdown
+        // begins however slowly the test's own tasks are scheduled.
+        let release = Mutex(false)
         var router = Router()
         router.get("/work") { _ in
             gauge.enter()
             defer { gauge.leave() }
-            try await Task.sleep(for: .milliseconds(300))
+            for _ in 0..<2000 where !release.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
             return .text("finished")
         }
         let server = HTTPServer(settings: HTTPServerSettings(address: "127.0.0.1:0"), responder: router)
@@ -420,7 +423,10 @@ struct ServerTests {
         let port = server.port
         async let response = fetch(port, "GET", "/work")
         #expect(await eventually { gauge.current == 1 })
-        await server.shutdown(gracePeriod: .seconds(5))
+        let stopping = Task { await server.shutdown(gracePeriod: .seconds(10)) }
+        try await Task.sleep(for: .milliseconds(50))
+        release.withLock { $0 = true }
+        await stopping.value
         let finished = try await response
         #expect(finished.status == 200)
         #expect(finished.text == "finished")

@@ -501,6 +501,41 @@ struct MachineProvisioningTests {
         await h.service.shutdown()
     }
 
+    @Test func aCrashLoopRestartsOnItsOwnMachineWithoutANewOne() async throws {
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "us-east-1", "m7i.xlarge", 0.20)])
+        let h = try await ServiceHarness(cpu: 1000, restartBase: .zero, providers: [aws], offers: aws.catalog)
+        let w = try await h.service.submit(h.spec("crashy", ["sh", "-c", "exit 3"], cpu: 2000, restart: .onFailure))
+        var first: InstanceRef? = nil
+        for _ in 0..<500 {
+            first = try await h.service.get(w.id).status.instance
+            if first?.id != nil { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let ref = try #require(first)
+        await aws.set(ref.name, .running)
+        let machine = try await h.join(ref.name, cpu: 4000, price: 0.2, root: h.dir + "/m1", session: "m-1")
+        let looping = try await h.wait(w.id) { $0.status.attempts >= 3 }
+        #expect(looping.status.instance?.name == ref.name)
+        #expect(looping.status.placement?.pricePerHour == 0.20)
+        #expect(await aws.created == 1)
+        #expect(await aws.terminated.isEmpty)
+        // Every attempt started on that machine (the store may trail memory by a write or two).
+        var starts: [WorkloadEvent] = []
+        for _ in 0..<500 {
+            starts = try await h.store.events(workloadID: w.id, afterSeq: 0, limit: 100).filter { $0.to == .starting }
+            if starts.count >= 3 { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(starts.count >= 3)
+        // Deleted, its machine goes with it.
+        _ = try await h.service.delete(w.id)
+        for _ in 0..<500 where await !aws.terminated.contains(ref.name) { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await aws.terminated == [ref.name])
+        await machine.stop()
+        await h.host.stop()
+        await h.service.shutdown()
+    }
+
     @Test func aReclaimedSpotMachineSendsItsWorkloadToAnotherRegion() async throws {
         let aws = MemoryCloud(
             .aws,
