@@ -156,7 +156,7 @@ public actor NodeAgent {
             if cancelled.count >= Self.cancelledMax { cancelled.removeAll() }
             cancelled.insert("\(workloadID)#\(attempt)")
         }
-        guard let runtime = runtimes[kind] else { return nil }
+        guard let runtime = await runtimeHolding(workloadID, preferring: kind) else { return nil }
         if let held = await runtime.held(workloadID: workloadID), held.attempt > attempt {
             // A newer attempt runs here now; the one asked for was superseded (and stopped) before it started.
             return nil
@@ -174,6 +174,16 @@ public actor NodeAgent {
             logger.warn("fencing", ["workload": id, "attempt": attempt])
             for runtime in runtimes.values { await runtime.stop(workloadID: id, grace: grace) }
         }
+    }
+
+    /// The runtime that holds a workload: `kind`'s if it does, else any other that does (a caller that no longer
+    /// knows the workload, e.g. weaver stopping a stale attempt of a finished one, can only guess the kind).
+    private func runtimeHolding(_ workloadID: String, preferring kind: RuntimeKind) async -> (any WorkloadRuntime)? {
+        if let preferred = runtimes[kind], await preferred.held(workloadID: workloadID) != nil { return preferred }
+        for k in runtimes.keys.sorted(by: { $0.rawValue < $1.rawValue }) where k != kind {
+            if let r = runtimes[k], await r.held(workloadID: workloadID) != nil { return r }
+        }
+        return runtimes[kind]
     }
 
     /// The tail of a workload's combined output.

@@ -254,6 +254,9 @@ extension WorkloadService: NodeRegistry {
     /// records ends that happened meanwhile, re-sends assignments that never arrived, marks vanished work lost,
     /// and stops what runs there but belongs elsewhere now (so nothing runs twice).
     func reconcile(_ id: String, inventory: [RuntimeAttempt], client: ShuttleNode) -> (adopted: Int, stopped: Int) {
+        // Holds for stale attempts from an earlier registration: this inventory says again what still runs.
+        let suffix = "@" + id
+        for key in allocations.keys where key.hasSuffix(suffix) && key.contains("#") { release(key) }
         var held = Dictionary(
             inventory.map { ($0.workloadID, $0) }, uniquingKeysWith: { a, b in a.attempt > b.attempt ? a : b })
         var adopted = 0
@@ -310,6 +313,10 @@ extension WorkloadService: NodeRegistry {
                     ["node": id, "workload": entry.workloadID, "attempt": entry.attempt])
             }
             let kind = active[entry.workloadID]?.spec.runtimeKind ?? .process
+            // Until it is stopped it still uses the node: its resources stay charged there, so nothing new is placed
+            // into room that is not free yet (it may run elsewhere too, counted there as well).
+            let hold = "\(entry.workloadID)#\(entry.attempt)@\(id)"
+            if running, let r = active[entry.workloadID]?.spec.resources { allocate(hold, r, on: id) }
             Task { [logger] in
                 do {
                     if running {
@@ -318,11 +325,14 @@ extension WorkloadService: NodeRegistry {
                                 workloadID: entry.workloadID, attempt: entry.attempt, kind: kind,
                                 graceMillis: Self.millis(grace))
                         }
+                        self.release(hold)
+                        self.schedulePass()
                     } else {
                         try await client.acknowledge(workloadID: entry.workloadID, attempt: entry.attempt)
                     }
                 } catch {
-                    // It stays in the node's inventory and is handled at its next registration.
+                    // It stays in the node's inventory and is handled at its next registration (the hold stays
+                    // until then: the node may still run it).
                     logger.warn(
                         "stale workload not stopped", ["node": id, "workload": entry.workloadID, "error": error])
                 }

@@ -45,13 +45,21 @@ struct ServiceSimulationTests {
 
     @Test("without link fencing a partitioned node's work runs twice, and the invariants stop the run")
     func withoutLinkFencingTheInvariantsCatchADoubleRun() throws {
-        // Seed 8: a node is cut off, weaver declares it lost and restarts its workloads elsewhere while they still
-        // run there. With fencing (the default) the same seed passes.
-        let run = try Self.sim(["--seed", "8", "--service", "--link-fencing", "off", "--quiet"])
-        #expect(run.status == 1)
+        // A node is cut off, weaver declares it lost and restarts its workloads elsewhere while they still run there.
+        // Which seed shows it first depends on the build's interleavings (debug and release schedule jobs
+        // differently), so a few known ones are tried in turn; each is deterministic for a given build.
+        var caught: (seed: Int, run: Run)? = nil
+        for seed in [6, 10, 8] {
+            let run = try Self.sim(["--seed", String(seed), "--service", "--link-fencing", "off", "--quiet"])
+            if run.status == 1 {
+                caught = (seed, run)
+                break
+            }
+        }
+        let (seed, run) = try #require(caught, "no seed showed the double run")
         #expect(
             run.lines.contains { $0.hasPrefix("VIOLATION double-run: workload ") && $0.contains("while it runs on") })
-        #expect(run.lines.contains("reproduce: make sim SEED=8 SIM_ARGS=\"--service --link-fencing off\""))
+        #expect(run.lines.contains("reproduce: make sim SEED=\(seed) SIM_ARGS=\"--service --link-fencing off\""))
         #expect(run.hash != nil)
     }
 

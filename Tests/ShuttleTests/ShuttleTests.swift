@@ -202,6 +202,20 @@ func millis(_ key: String, in path: String) -> Int64? {
         await rig.host.stop()
     }
 
+    @Test func aStopNamingAnotherRuntimeKindStillStopsTheAttempt() async throws {
+        // Weaver stopping a stale attempt of a workload it no longer holds cannot know its runtime kind.
+        let rig = try NodeRig()
+        #expect(await rig.host.waitUntilRegistered(timeout: .seconds(10)))
+        let node = try ShuttleNode.proxy(node: "n1", on: rig.controlSystem)
+        try await node.run(
+            Assignment(workloadID: "wl-k", attempt: 1, spec: WorkloadSpec(name: "x", command: ["sleep", "30"])))
+        #expect(await rig.eventually { await rig.registry.reports.contains(.started(workloadID: "wl-k", attempt: 1)) })
+        #expect(
+            try await node.stop(workloadID: "wl-k", attempt: 1, kind: .container, graceMillis: 1000)
+                == .signaled(signal: SIGTERM))
+        await rig.host.stop()
+    }
+
     @Test func aNewerAttemptSupersedesAnOlderOneStillRunning() async throws {
         let rig = try NodeRig()
         #expect(await rig.host.waitUntilRegistered(timeout: .seconds(10)))

@@ -218,6 +218,10 @@ final class RecordingPublisher: EventPublisher {
         #expect(stale?.attempt == 1)
         #expect(stale?.state == .exited(.signaled(signal: SIGTERM)))
         #expect(await h.service.node(id: "local")?.state == .ready)
+        // The stale copy's room is held on `local` until weaver hears its stop completed, then freed.
+        for _ in 0..<500 where await h.service.node(id: "local")?.allocated != .zero {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         #expect(await h.service.node(id: "local")?.allocated == .zero, "capacity is not counted twice")
         let now = try await h.service.get(w.id)
         #expect(now.phase == .running && now.status.node == "n2" && now.status.attempts == 2)

@@ -56,6 +56,7 @@ public final class ServiceSimulation: @unchecked Sendable {
         public var nodeCrashes = 0
         public var preemptions = 0
         public var weaverRestarts = 0
+        public var priceChanges = 0
         public var jobs = 0
         public var simulated: Duration = .zero
         public var phases: [Phase: Int] = [:]
@@ -73,6 +74,7 @@ public final class ServiceSimulation: @unchecked Sendable {
     let network = LoopbackNetwork()
     let database = MemoryDatabase()
     let offers: [Offer]
+    let prices: PriceBook
     private var draw: Draw
     public private(set) var stats = Stats()
     private let logger: Logger
@@ -125,6 +127,7 @@ public final class ServiceSimulation: @unchecked Sendable {
         var rng = SplitMix64(seed: options.seed)
         let all = OfferCatalog.bundled.offers.filter { o in Self.providerNames.contains { $0.rawValue == o.provider } }
         offers = all
+        prices = PriceBook(all)
         var drawn = Scenario.draw(
             seed: options.seed, rng: &rng, offers: all, nodes: options.nodes, duration: options.duration,
             restartsPerDay: options.restartsPerDay)
@@ -207,7 +210,7 @@ public final class ServiceSimulation: @unchecked Sendable {
         write("scenario seed=\(scenario.seed) \(scenario.description) mode=service")
         for p in Self.providerNames {
             providers[p] = SimProvider(
-                name: p, offers: offers, scenario: scenario, seed: draw.rng.next(), timer: timer, clock: wall,
+                name: p, prices: prices, scenario: scenario, seed: draw.rng.next(), timer: timer, clock: wall,
                 booted: { [unowned self] name, offer, spot, price in
                     await self.machineBooted(name, offer: offer, spot: spot, price: price)
                 },
@@ -232,11 +235,11 @@ public final class ServiceSimulation: @unchecked Sendable {
             logger: logger.with(component: "actors"))
         var o = WorkloadServiceOptions()
         o.offerUnavailableFor = .seconds(300)
-        let offers = self.offers
+        let prices = self.prices
         let service = WorkloadService(
             store: RecordingStore(store, log: { [unowned self] in self.write($0) }), clock: wall, ids: ids,
             logger: logger.with(component: "workloads"), options: o,
-            offerView: { OfferView(offers: offers, enabledProviders: Set(Self.providerNames.map(\.rawValue))) },
+            offerView: { OfferView(offers: prices.offers, enabledProviders: Set(Self.providerNames.map(\.rawValue))) },
             providers: Self.providerNames.compactMap { providers[$0] }, timer: timer)
         let control = try ControlPlane.serve(registry: service, on: system)
         self.store = store
@@ -331,7 +334,7 @@ public final class ServiceSimulation: @unchecked Sendable {
     // MARK: - Phases
 
     private enum Action {
-        case arrive, delete(String), partition, heal(String), crash, reboot(String), preempt, weaverCrash
+        case arrive, delete(String), partition, heal(String), crash, reboot(String), preempt, weaverCrash, prices
     }
 
     private func faultPhase() async throws {
@@ -351,10 +354,12 @@ public final class ServiceSimulation: @unchecked Sendable {
             let n = Int((perDay * nodeDays).rounded())
             for _ in 0..<min(n, 200) { queue.push(a, at: at(.milliseconds(Int64(draw.unit() * phaseSeconds * 1000)))) }
         }
-        spread(scenario.partitionsPerNodeDay, .partition)
-        spread(scenario.crashesPerNodeDay, .crash)
-        spread(scenario.preemptionsPerSpotNodeDay / 4, .preempt)
-        let restarts = Int((scenario.restartsPerDay * phaseSeconds / 86_400).rounded(.up))
+        // A fleet of tens of nodes over hours sees few faults at production rates: this mode's phase is denser.
+        spread(scenario.partitionsPerNodeDay * 4, .partition)
+        spread(scenario.crashesPerNodeDay * 20, .crash)
+        spread(scenario.preemptionsPerSpotNodeDay * 5, .preempt)
+        let restarts = Int((scenario.restartsPerDay * 4 * phaseSeconds / 86_400).rounded(.up))
+        for h in stride(from: 3600, to: Int(phaseSeconds), by: 3600) { queue.push(.prices, at: at(.seconds(Int64(h)))) }
         for _ in 0..<min(restarts, 10) {
             queue.push(.weaverCrash, at: at(.milliseconds(Int64(draw.unit() * phaseSeconds * 1000))))
         }
@@ -403,6 +408,10 @@ public final class ServiceSimulation: @unchecked Sendable {
                     stats.preemptions += 1
                     write("fault preempt \(name)")
                 }
+            case .prices:
+                let n = prices.change(draw: &draw, at: wall.now())
+                stats.priceChanges += n
+                write("prices change for \(n) offers")
             case .weaverCrash:
                 await crashWeaver()
                 await sleep(until: clock.now.offset + .seconds(draw.int(2, 60)))
@@ -493,7 +502,7 @@ public final class ServiceSimulation: @unchecked Sendable {
         do { all = try await Self.allWorkloads(store) } catch {
             return (Violation(kind: .notConverged, message: "the store cannot be read: \(error)", at: wall.now()), nil)
         }
-        var bills: [String: (price: Double, workload: String?, state: InstanceState)] = [:]
+        var bills: [String: (price: Double, workload: String?, state: InstanceState, repriced: Bool)] = [:]
         for p in Self.providerNames { for (k, v) in await providers[p]?.bill() ?? [:] { bills[k] = v } }
         var unsettled: Violation?
         func wait(_ kind: Violation.Kind, _ message: String) {
@@ -511,7 +520,7 @@ public final class ServiceSimulation: @unchecked Sendable {
             }
             wait(.notConverged, "\(w.id) is still \(w.phase.rawValue) (\(w.status.reason))")
             // $/h: a running workload's instance is billed at the price its placement recorded.
-            if w.phase == .running, let i = w.status.instance, let b = bills[i.name], b.state == .running,
+            if w.phase == .running, let i = w.status.instance, let b = bills[i.name], b.state == .running, !b.repriced,
                 let believed = w.status.placement?.pricePerHour, abs(b.price - believed) > 1e-9
             {
                 return (
@@ -616,7 +625,7 @@ extension ServiceSimulation {
             "workloads:        \(s.submitted) submitted, \(s.deleted) deleted (\(phases))",
             "starts:           \(s.starts) process starts on machines",
             "faults:           partitions=\(s.partitions) node-crashes=\(s.nodeCrashes) preemptions=\(s.preemptions)"
-                + " weaver-restarts=\(s.weaverRestarts) cloud=\(s.cloudFaults) of \(s.providerCalls) provider calls",
+                + " weaver-restarts=\(s.weaverRestarts) price-changes=\(s.priceChanges) cloud=\(s.cloudFaults) of \(s.providerCalls) provider calls",
             "network:          \(net)",
             "events:           \(eventCount) log lines, \(s.jobs) executor jobs",
             "simulated:        \(fixed(simSeconds, 0)) s in \(fixed(wallSeconds, 2)) s wall"

@@ -1,6 +1,49 @@
 import FabricCore
 import FabricProviders
 import FabricScheduler
+import Synchronization
+
+/// The clouds' current price list: what weaver's offer view reads (synchronously, in its scheduling pass) and what
+/// an instance is billed at when it is made. Prices change hourly in the fault phase.
+final class PriceBook: @unchecked Sendable {
+    private let state: Mutex<(offers: [Offer], changedAt: [String: Timestamp])>
+    let catalog: [Offer]
+
+    init(_ offers: [Offer]) {
+        catalog = offers
+        state = Mutex((offers, [:]))
+    }
+
+    var offers: [Offer] { state.withLock { $0.offers } }
+
+    /// The offer as priced now.
+    func offer(provider: String, region: String, machineType: String) -> Offer? {
+        state.withLock { s in
+            s.offers.first { $0.provider == provider && $0.region == region && $0.machineType == machineType }
+        }
+    }
+
+    /// When this offer's price last changed.
+    func changedAt(_ o: Offer) -> Timestamp? {
+        state.withLock { $0.changedAt["\(o.provider)/\(o.region)/\(o.machineType)"] }
+    }
+
+    /// Moves about a tenth of the prices by -25%..+25% of their catalog price; returns how many changed.
+    func change(draw: inout Draw, at now: Timestamp) -> Int {
+        state.withLock { s in
+            var n = 0
+            for i in s.offers.indices where draw.chance(0.1) {
+                let f = draw.uniform(0.75, 1.25)
+                let c = catalog[i]
+                s.offers[i].onDemandPerHour = (c.onDemandPerHour * f * 1000).rounded() / 1000
+                if let spot = c.spotPerHour { s.offers[i].spotPerHour = (spot * f * 1000).rounded() / 1000 }
+                s.changedAt["\(c.provider)/\(c.region)/\(c.machineType)"] = now
+                n += 1
+            }
+            return n
+        }
+    }
+}
 
 /// A machine cloud (AWS- or GCP-like) behind production's `Provider` protocol: offers at catalog prices, instances
 /// that boot after a delay and join as nodes, capacity per market, and seeded faults (capacity and quota errors,
@@ -14,10 +57,11 @@ actor SimProvider: Provider {
         var offer: Offer
         var price: Double
         var workload: String?
+        var madeAt: Timestamp
     }
 
     nonisolated let name: ProviderName
-    let offerList: [Offer]
+    let prices: PriceBook
     let scenario: Scenario
     let timer: TaskClock
     let clock: VirtualWallClock
@@ -38,12 +82,12 @@ actor SimProvider: Provider {
     private(set) var faultsInjected = 0
 
     init(
-        name: ProviderName, offers: [Offer], scenario: Scenario, seed: UInt64, timer: TaskClock,
+        name: ProviderName, prices: PriceBook, scenario: Scenario, seed: UInt64, timer: TaskClock,
         clock: VirtualWallClock, booted: @escaping @Sendable (String, Offer, Bool, Double) async -> Void,
         gone: @escaping @Sendable (String) async -> Void, log: @escaping @Sendable (String) -> Void
     ) {
         self.name = name
-        self.offerList = offers.filter { $0.provider == name.rawValue }
+        self.prices = prices
         self.scenario = scenario
         self.timer = timer
         self.clock = clock
@@ -71,14 +115,14 @@ actor SimProvider: Provider {
     }
 
     func offers() async throws -> OfferList {
-        OfferList(offers: offerList, origin: "catalog", asOf: clock.now())
+        OfferList(offers: prices.offers.filter { $0.provider == name.rawValue }, origin: "catalog", asOf: clock.now())
     }
 
     func provision(_ request: InstanceRequest) async throws -> Instance {
         try await call("provision \(request.name)")
         if let l = live[request.name] { return l.instance }
         guard
-            let offer = offerList.first(where: { $0.region == request.region && $0.machineType == request.machineType })
+            let offer = prices.offer(provider: name.rawValue, region: request.region, machineType: request.machineType)
         else {
             throw ProviderError(.invalidRequest, provider: name.rawValue, code: "InvalidParameter", "no such offer")
         }
@@ -104,7 +148,8 @@ actor SimProvider: Provider {
             machineType: offer.machineType, spot: request.spot, state: .pending, labels: request.labels)
         let price = request.spot ? (offer.spotPerHour ?? offer.onDemandPerHour) : offer.onDemandPerHour
         live[request.name] = Live(
-            instance: instance, offer: offer, price: price, workload: request.labels[InstanceRequest.workloadLabel])
+            instance: instance, offer: offer, price: price, workload: request.labels[InstanceRequest.workloadLabel],
+            madeAt: clock.now())
         made[request.name, default: 0] += 1
         inUse[key, default: 0] += 1
         log("cloud \(name.rawValue) makes \(request.name) \(offer.machineType) \(offer.region) spot=\(request.spot)")
@@ -178,7 +223,15 @@ actor SimProvider: Provider {
     }
 
     /// What is billed now: every instance that exists, with its price.
-    func bill() -> [String: (price: Double, workload: String?, state: InstanceState)] {
-        live.mapValues { ($0.price, $0.workload, $0.instance.state) }
+    func bill() -> [String: (price: Double, workload: String?, state: InstanceState, repriced: Bool)] {
+        live.mapValues { l in
+            // Whether the price changed in the 10 minutes before the instance was made: weaver may have placed it at
+            // the old price (a legitimate difference the cost check skips).
+            let changed =
+                prices.changedAt(l.offer).map {
+                    $0 <= l.madeAt && l.madeAt.since($0) < .seconds(600)
+                } ?? false
+            return (l.price, l.workload, l.instance.state, changed)
+        }
     }
 }
