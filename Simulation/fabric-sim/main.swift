@@ -35,24 +35,14 @@ let violation = sim.run()
 let wall = ContinuousClock.now - started
 let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
 for line in sim.summary(wallSeconds: wallSeconds) { print(line) }
-if let path = options.logPath {
-    let text = sim.logLines.joined(separator: "\n") + "\n"
-    if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
-        FileHandle.standardError.write(Data("fabric-sim: cannot write the event log to \(path)\n".utf8))
-    }
-}
+writeEventLog(sim.logLines, to: options.logPath)
 if let path = options.costBatchesPath {
     let text = sim.costBatchLines.map { $0 + "\n" }.joined()
     if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
         FileHandle.standardError.write(Data("fabric-sim: cannot write the cost batches to \(path)\n".utf8))
     }
 }
-if let violation {
-    print("VIOLATION \(violation)")
-    print("at simulated ms \(violation.at.millisecondsSinceEpoch - 1_800_000_000_000), seed \(options.seed)")
-    print("reproduce: \(options.reproduceCommand)")
-}
-print(sim.hashLine)
+printEnd(violation, hashLine: sim.hashLine, options: options)
 exit(violation == nil ? 0 : 1)
 
 /// `--service`: production's control plane in the loop (`ServiceSimulation`).
@@ -67,17 +57,26 @@ func runService(_ options: SimOptions) -> Int32 {
     let wall = ContinuousClock.now - started
     let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
     for line in sim.summary(wallSeconds: wallSeconds) { print(line) }
-    if let path = options.logPath {
-        let text = sim.logLines.joined(separator: "\n") + "\n"
-        if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
-            FileHandle.standardError.write(Data("fabric-sim: cannot write the event log to \(path)\n".utf8))
-        }
+    writeEventLog(sim.logLines, to: options.logPath)
+    printEnd(violation, hashLine: sim.hashLine, options: options)
+    return violation == nil ? 0 : 1
+}
+
+/// Writes the event log's lines to `path` (when asked for with --log).
+func writeEventLog(_ lines: [String], to path: String?) {
+    guard let path else { return }
+    let text = lines.joined(separator: "\n") + "\n"
+    if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
+        FileHandle.standardError.write(Data("fabric-sim: cannot write the event log to \(path)\n".utf8))
     }
+}
+
+/// The violation, if any, with how to reproduce it, then the hash line (always last).
+func printEnd(_ violation: Violation?, hashLine: String, options: SimOptions) {
     if let violation {
         print("VIOLATION \(violation)")
         print("at simulated ms \(violation.at.millisecondsSinceEpoch - 1_800_000_000_000), seed \(options.seed)")
         print("reproduce: \(options.reproduceCommand)")
     }
-    print(sim.hashLine)
-    return violation == nil ? 0 : 1
+    print(hashLine)
 }

@@ -221,13 +221,7 @@ extension WorkloadService {
         else { return }
         let attempt = w.status.attempts + 1
         allocate(w.id, w.spec.resources, on: nodeID)
-        let stored = transition(w.id, to: .starting, reason: "Starting", message: "machine \(nodeID) joined") {
-            $0.status.node = nodeID
-            $0.status.attempts = attempt
-            $0.status.exitCode = nil
-            $0.status.signal = nil
-            $0.status.finishedAt = nil
-        }
+        let stored = startAttempt(w.id, attempt, message: "machine \(nodeID) joined", node: nodeID)
         logger.info("machine joined; starting its workload", ["workload": w.id, "node": nodeID, "attempt": attempt])
         if let stored {
             dispatch(Assignment(workloadID: w.id, attempt: attempt, spec: w.spec), to: nodeID, after: stored)
@@ -244,12 +238,7 @@ extension WorkloadService {
             $0.status.node = node
             $0.status.pendingReasons = nil
         }
-        let stored = transition(id, to: .starting, reason: "Starting", message: "attempt \(attempt)") {
-            $0.status.attempts = attempt
-            $0.status.exitCode = nil
-            $0.status.signal = nil
-            $0.status.finishedAt = nil
-        }
+        let stored = startAttempt(id, attempt, message: "attempt \(attempt)")
         logger.info("restarting on its machine", ["workload": id, "node": node, "attempt": attempt])
         if let stored {
             dispatch(Assignment(workloadID: id, attempt: attempt, spec: w.spec), to: node, after: stored)
@@ -281,12 +270,7 @@ extension WorkloadService {
             }
         case .running:
             if w.phase == .provisioning {
-                transition(id, to: .starting, reason: "Starting", message: "instance \(ref.name) is up") {
-                    $0.status.attempts += 1
-                    $0.status.exitCode = nil
-                    $0.status.signal = nil
-                    $0.status.finishedAt = nil
-                }
+                startAttempt(id, w.status.attempts + 1, message: "instance \(ref.name) is up")
             }
             if active[id]?.phase == .starting {
                 transition(id, to: .running, reason: "Started", message: "running on \(ref.provider) \(ref.name)") {

@@ -554,12 +554,7 @@ public actor WorkloadService {
                     $0.status.placement = placement
                     $0.status.pendingReasons = nil
                 }
-                let stored = transition(id, to: .starting, reason: "Starting", message: "attempt \(attempt)") {
-                    $0.status.attempts = attempt
-                    $0.status.exitCode = nil
-                    $0.status.signal = nil
-                    $0.status.finishedAt = nil
-                }
+                let stored = startAttempt(id, attempt, message: "attempt \(attempt)")
                 logger.info(
                     "placed", ["workload": id, "node": nodeID, "price": placement.pricePerHour, "attempt": attempt])
                 if let stored {
@@ -780,6 +775,18 @@ public actor WorkloadService {
         if finishing[id]?.version == version {
             finishing[id] = nil
             if active[id] == nil { documents.set(id, nil) }
+        }
+    }
+
+    /// The `starting` transition of attempt `attempt` (on `node` when given), with the last attempt's end cleared.
+    @discardableResult
+    func startAttempt(_ id: String, _ attempt: Int, message: String, node: String? = nil) -> Promise<Void>? {
+        transition(id, to: .starting, reason: "Starting", message: message) {
+            if let node { $0.status.node = node }
+            $0.status.attempts = attempt
+            $0.status.exitCode = nil
+            $0.status.signal = nil
+            $0.status.finishedAt = nil
         }
     }
 
