@@ -429,12 +429,7 @@ struct MachineProvisioningTests {
         let h = try await ServiceHarness(cpu: 1000, providers: [aws], offers: aws.catalog)
         // Too big for the 1-CPU local node: a new machine is asked for.
         let w = try await h.service.submit(h.spec("big", ["sh", "-c", "echo on-the-machine"], cpu: 2000))
-        var ref: InstanceRef? = nil
-        for _ in 0..<500 {
-            ref = try await h.service.get(w.id).status.instance
-            if ref?.id != nil { break }
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        let ref = try await h.madeInstance(w.id)
         let instance = try #require(ref)
         #expect(instance.provider == "aws")
         await aws.set(instance.name, .running)
@@ -468,12 +463,7 @@ struct MachineProvisioningTests {
         let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "us-east-1", "m7i.xlarge", 0.20)])
         let h = try await ServiceHarness(cpu: 1000, providers: [aws], offers: aws.catalog)
         let w = try await h.service.submit(h.spec("owner", ["sleep", "60"], cpu: 2000))
-        var first: InstanceRef? = nil
-        for _ in 0..<500 {
-            first = try await h.service.get(w.id).status.instance
-            if first?.id != nil { break }
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        let first = try await h.madeInstance(w.id)
         let ref = try #require(first)
         await aws.set(ref.name, .running)
         let machine = try await h.join(ref.name, cpu: 4000, price: 0.2, root: h.dir + "/m1", session: "m-1")
@@ -505,12 +495,7 @@ struct MachineProvisioningTests {
         let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "us-east-1", "m7i.xlarge", 0.20)])
         let h = try await ServiceHarness(cpu: 1000, restartBase: .zero, providers: [aws], offers: aws.catalog)
         let w = try await h.service.submit(h.spec("crashy", ["sh", "-c", "exit 3"], cpu: 2000, restart: .onFailure))
-        var first: InstanceRef? = nil
-        for _ in 0..<500 {
-            first = try await h.service.get(w.id).status.instance
-            if first?.id != nil { break }
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        let first = try await h.madeInstance(w.id)
         let ref = try #require(first)
         await aws.set(ref.name, .running)
         let machine = try await h.join(ref.name, cpu: 4000, price: 0.2, root: h.dir + "/m1", session: "m-1")
@@ -547,12 +532,7 @@ struct MachineProvisioningTests {
         var spec = h.spec("long", ["sleep", "60"], cpu: 2000)
         spec.placement.spot = .required
         let w = try await h.service.submit(spec)
-        var first: InstanceRef? = nil
-        for _ in 0..<500 {
-            first = try await h.service.get(w.id).status.instance
-            if first?.id != nil { break }
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        let first = try await h.madeInstance(w.id)
         let ref = try #require(first)
         #expect(ref.region == "r1")
         await aws.set(ref.name, .running)
@@ -578,5 +558,16 @@ struct MachineProvisioningTests {
         await machine.stop()
         await h.host.stop()
         await h.service.shutdown()
+    }
+}
+
+extension ServiceHarness {
+    /// Polls until the workload's instance has its provider's ID (bounded) and returns it (nil if it never did).
+    func madeInstance(_ id: String) async throws -> InstanceRef? {
+        for _ in 0..<500 {
+            if let ref = try await service.get(id).status.instance, ref.id != nil { return ref }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return try await service.get(id).status.instance
     }
 }
