@@ -18,6 +18,9 @@ public struct SimOptions: Sendable, Equatable {
     public static let nodesMax = 20_000
     public static let durationMax: Duration = .seconds(7 * 86_400)
     public static let durationMin: Duration = .seconds(60)
+    /// What `--service` allows (production's full stack per node).
+    public static let serviceNodes = 5...500
+    public static let serviceDurationMax: Duration = .seconds(6 * 3600)
 
     public var seed: UInt64
     /// Overrides the fleet size the seed picks.
@@ -159,6 +162,18 @@ public struct SimOptions: Sendable, Equatable {
         }
         guard let seed else { throw SimError(.usage, "--seed N is required (see --help)") }
         o.seed = seed
+        if o.service {
+            if let n = o.nodes, !(serviceNodes).contains(n) {
+                throw SimError(
+                    .usage,
+                    "--nodes with --service takes \(serviceNodes.lowerBound) to \(serviceNodes.upperBound), got \(n)")
+            }
+            if let d = o.duration, d > serviceDurationMax {
+                throw SimError(.usage, "--duration with --service is at most 6h, got \(d.components.seconds)s")
+            }
+        } else if !o.linkFencing {
+            throw SimError(.usage, "--link-fencing applies only with --service")
+        }
         return .run(o)
     }
 

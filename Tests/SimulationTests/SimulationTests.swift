@@ -207,6 +207,9 @@ struct OptionsTests {
         #expect(parsedService == .run(service))
         #expect(service.reproduceCommand == "make sim SEED=8 SIM_ARGS=\"--service --link-fencing off\"")
         #expect(throws: SimError.self) { try SimOptions.parse(["--seed", "8", "--link-fencing", "maybe"]) }
+        #expect(throws: SimError.self) { try SimOptions.parse(["--seed", "8", "--link-fencing", "off"]) }
+        #expect(throws: SimError.self) { try SimOptions.parse(["--seed", "8", "--service", "--nodes", "1000"]) }
+        #expect(throws: SimError.self) { try SimOptions.parse(["--seed", "8", "--service", "--duration", "1d"]) }
     }
 
     @Test(arguments: [

@@ -38,9 +38,9 @@ public final class ServiceSimulation: @unchecked Sendable {
 
     /// Limits of this mode: production's full stack per node costs far more than the core simulator's records.
     public enum Limits {
-        public static let nodesMin = 5
-        public static let nodesMax = 500
-        public static let durationMax: Duration = .seconds(6 * 3600)
+        public static let nodesMin = SimOptions.serviceNodes.lowerBound
+        public static let nodesMax = SimOptions.serviceNodes.upperBound
+        public static let durationMax: Duration = SimOptions.serviceDurationMax
         public static let workloadsMax = 5_000
         public static let liveness: Duration = .seconds(24 * 3600)
     }
