@@ -231,7 +231,9 @@ public actor ShuttleRunner {
             if Task.isCancelled { return }
             let generation = registrations
             do {
-                let ack = try await control.heartbeat(node: info.id, session: options.session)
+                let ack = try await ActorCall.$timeout.withValue(Self.heartbeatDeadline(lostAfter: lostAfter)) {
+                    try await control.heartbeat(node: info.id, session: options.session)
+                }
                 if failing > 0 {
                     logger.info("heartbeats reach weaver again", ["node": info.id, "missed": failing])
                     failing = 0
@@ -245,6 +247,14 @@ public actor ShuttleRunner {
                 }
             }
         }
+    }
+
+    /// How long one heartbeat waits for its answer: a quarter of the control plane's `lost_after` (at most 5 s, at
+    /// least 200 ms), so that a heartbeat lost on the way (weaver restarting as it was sent) is followed by others
+    /// well before the node would be declared lost, instead of one call waiting out a timeout longer than that.
+    static func heartbeatDeadline(lostAfter: Duration?) -> Duration {
+        guard let lostAfter else { return .seconds(5) }
+        return min(.seconds(5), max(.milliseconds(200), lostAfter / 4))
     }
 
     static func describe(_ error: any Error) -> String {

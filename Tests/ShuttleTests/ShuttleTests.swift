@@ -18,19 +18,29 @@ actor ScriptedRegistry: NodeRegistry {
     /// Heartbeats answered `registerAgain` before `ok` again.
     var refuseHeartbeats = 0
     var heartbeatIntervalMillis: Int64 = 20
+    var lostAfterMillis: Int64 = 4000
+    /// Heartbeats never answered (as if the reply was lost): each waits until the test ends.
+    var swallowHeartbeats = false
+    var heartbeatTimes: [Date] = []
 
     func setRefuseHeartbeats(_ n: Int) { refuseHeartbeats = n }
+    func setSwallowHeartbeats(_ on: Bool) { swallowHeartbeats = on }
 
     func register(_ r: NodeRegistration, node: ShuttleNode) async throws -> RegistrationReply {
         guard r.joinToken == token else { throw FabricError(.permissionDenied, "join token rejected") }
         registrations.append(r)
         return RegistrationReply(
-            state: .ready, heartbeatIntervalMillis: heartbeatIntervalMillis, lostAfterMillis: 4000, adopted: 0,
-            stopped: 0)
+            state: .ready, heartbeatIntervalMillis: heartbeatIntervalMillis, lostAfterMillis: lostAfterMillis,
+            adopted: 0, stopped: 0)
     }
 
     func heartbeat(node: String, session: String) async -> NodeAck {
         heartbeats += 1
+        heartbeatTimes.append(Date())
+        if swallowHeartbeats {
+            try? await Task.sleep(for: .seconds(60))
+            return .ok
+        }
         if refuseHeartbeats > 0 {
             refuseHeartbeats -= 1
             return .registerAgain
@@ -142,6 +152,21 @@ func millis(_ key: String, in path: String) -> Int64? {
         #expect(r.session == "session-a" && r.inventory.isEmpty)
         // The configured interval is 60 s; the control plane said 20 ms.
         #expect(await rig.eventually { await rig.registry.heartbeats >= 5 })
+        await rig.host.stop()
+    }
+
+    @Test func aHeartbeatWithoutAnAnswerIsFollowedByAnotherWellBeforeLostAfter() async throws {
+        // As when weaver restarts while a heartbeat is on its way: that call never gets an answer. The next ones must
+        // not wait out a whole call timeout (5 s), or the node is declared lost (lost_after 4 s here) meanwhile.
+        let rig = try NodeRig()
+        #expect(await rig.host.waitUntilRegistered(timeout: .seconds(10)))
+        await rig.registry.setSwallowHeartbeats(true)
+        let from = await rig.registry.heartbeats
+        #expect(await rig.eventually(20) { await rig.registry.heartbeats >= from + 4 })
+        let times = Array(await rig.registry.heartbeatTimes.suffix(4))
+        let gaps = zip(times.dropFirst(), times).map { $0.timeIntervalSince($1) }
+        #expect(gaps.allSatisfy { $0 < 4.0 }, "seconds between unanswered heartbeats: \(gaps)")
+        await rig.registry.setSwallowHeartbeats(false)
         await rig.host.stop()
     }
 
