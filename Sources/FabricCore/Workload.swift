@@ -155,14 +155,21 @@ public struct InstanceRef: Sendable, Hashable, Codable {
     public var spot: Bool
     /// The provider's ID, once it answered.
     public var id: String?
+    /// What the instance costs per hour, as priced when it was asked for. A machine planned for several workloads
+    /// costs this once; each of them carries its share in its placement's `pricePerHour`.
+    public var pricePerHour: Double?
 
-    public init(name: String, provider: String, region: String, machineType: String, spot: Bool, id: String? = nil) {
+    public init(
+        name: String, provider: String, region: String, machineType: String, spot: Bool, id: String? = nil,
+        pricePerHour: Double? = nil
+    ) {
         self.name = name
         self.provider = provider
         self.region = region
         self.machineType = machineType
         self.spot = spot
         self.id = id
+        self.pricePerHour = pricePerHour
     }
 }
 

@@ -122,6 +122,7 @@ public final class WeaverApp: Sendable {
         options.joinToken = settings.clusterJoinToken
         options.crashAfterProvision = ProcessInfo.processInfo.environment["WEAVER_FAULT_CRASH_AFTER_PROVISION"] == "1"
         options.offerUnavailableFor = settings.scheduler.offerUnavailableTTL
+        options.machineBatchWindow = settings.scheduler.batchWindow
         let machineNATS = settings.cluster.machineNATSURL.isEmpty ? settings.nats.url : settings.cluster.machineNATSURL
         if !machineNATS.isEmpty {
             options.machineBootstrap = machineBootstrap(

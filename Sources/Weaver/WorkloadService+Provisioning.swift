@@ -4,7 +4,10 @@ import FabricScheduler
 import Foundation
 import Shuttle
 
-/// Workloads placed on provider offers: an instance per workload, made idempotently, watched until it ends.
+/// Workloads placed on provider offers: an instance made idempotently and watched until it ends. A pod (Kubernetes,
+/// CoreWeave, RunPod) runs one workload; a machine (AWS, GCP) is planned for a batch of workloads that wait for new
+/// machines together (`machineBatchWindow`, `BatchPlanner`), so that several small ones share one machine where that
+/// is cheaper, and it is deleted when the last of them leaves it.
 ///
 /// ```
 ///  pending ──► scheduled ──► provisioning ──(instance running)──► starting ──► running ──► succeeded | failed
@@ -33,14 +36,75 @@ extension WorkloadService {
         return (view.offers.filter { enabled.contains($0.provider) }, enabled)
     }
 
-    /// What real placements choose from: the nodes (less machines made for one workload), and the offers of
-    /// configured providers that are not skipped.
-    func placementSnapshot(now: Timestamp, nodes: [NodeInfo]) -> PlacementSnapshot {
+    /// What real placements choose from: the nodes (less machines made for workloads), and the offers of configured
+    /// providers that are not skipped (only those of machine providers when `machinesOnly`).
+    func placementSnapshot(now: Timestamp, nodes: [NodeInfo], machinesOnly: Bool = false) -> PlacementSnapshot {
         let offers = provisionableOffers()
         let shared = machineOwners.isEmpty ? nodes : nodes.filter { machineOwners[$0.id] == nil }
+        let usable = machinesOnly ? offers.offers.filter { !Self.runsWorkloadDirectly($0.provider) } : offers.offers
         return PlacementSnapshot(
-            nodes: shared, offers: offers.offers, enabledProviders: offers.enabled,
+            nodes: shared, offers: usable, enabledProviders: offers.enabled,
             unavailableOffers: currentlyUnavailable(now: now), includeOffers: provisioningEnabled)
+    }
+
+    /// The workloads that hold a machine now (sorted): those of its batch that have not left it.
+    func machineHolders(_ name: String) -> [String] {
+        (machineOwners[name] ?? []).sorted()
+    }
+
+    /// The workloads an instance's news is for: every holder of a machine, or the one workload a pod runs.
+    func holders(of ref: InstanceRef, lead id: String) -> [String] {
+        if Self.runsWorkloadDirectly(ref.provider) {
+            return active[id]?.status.instance?.name == ref.name ? [id] : []
+        }
+        return machineHolders(ref.name)
+    }
+
+    /// Plans the workloads waiting for new machines together and asks for the planned machines. A workload that now
+    /// fits a node goes there; one that fits nowhere any more waits again (judged on the next pass).
+    func planMachines() {
+        machineBatchDue = false
+        let batch = machineBatch.filter { e in
+            guard let w = active[e.id] else { return false }
+            return w.phase == .pending && w.status.instance == nil && !pendingSet.contains(e.id)
+        }
+        machineBatch = []
+        guard !batch.isEmpty else { return }
+        let specs = batch.map { active[$0.id]!.spec }
+        let snapshot = placementSnapshot(now: clock.now(), nodes: sortedNodes, machinesOnly: true)
+        let plan = BatchPlanner(stack: stack).plan(snapshot, specs)
+        for k in plan.onNodes.keys.sorted() { placeOnNode(batch[k].id, plan.onNodes[k]!) }
+        for k in plan.unplaced.keys.sorted() { enqueuePending(batch[k].id) }
+        if !plan.unplaced.isEmpty { fullPassNeeded = true }
+        for m in plan.machines {
+            let members = m.workloads.map { (batch[$0].id, batch[$0].single) }
+            let placements = Self.shares(of: m, members.map(\.1))
+            beginProvisioning(Array(zip(members.map(\.0), placements)), machinePrice: m.pricePerHour)
+        }
+        if plan.machines.count > 0, batch.count > 1 {
+            logger.info(
+                "planned machines",
+                [
+                    "workloads": batch.count, "machines": plan.machines.count, "onNodes": plan.onNodes.count,
+                    "price": plan.newMachinesPerHour,
+                    "alone": plan.machines.flatMap(\.workloads).reduce(0.0) { $0 + batch[$1].single.pricePerHour },
+                ])
+        }
+    }
+
+    /// Each member's placement on a planned machine: the machine's offer, and a share of its price in proportion to
+    /// what the member would cost on a machine of its own (so the shares add up to the machine's price).
+    nonisolated static func shares(of m: BatchPlanner.NewMachine, _ singles: [Placement]) -> [Placement] {
+        let alone = singles.reduce(0.0) { $0 + $1.pricePerHour }
+        return singles.map { single in
+            let share =
+                singles.count == 1
+                ? m.pricePerHour
+                : alone > 0 ? m.pricePerHour * single.pricePerHour / alone : m.pricePerHour / Double(singles.count)
+            return Placement(
+                provider: m.offer.provider, region: m.offer.region, machineType: m.offer.machineType, spot: m.spot,
+                pricePerHour: share, node: nil)
+        }
     }
 
     /// The deterministic instance name for a workload: its ID and the version of the write that records the
@@ -49,36 +113,47 @@ extension WorkloadService {
         "fabric-\(id.lowercased())-\(version)"
     }
 
-    /// Places a pending workload on an offer: stores the instance name with the `provisioning` phase, then (once
-    /// stored) asks the provider.
-    func beginProvisioning(_ id: String, _ placement: Placement) {
-        guard let w = active[id], let provider = providers[placement.provider] else { return }
+    /// Places pending workloads on one new instance of an offer (a pod runs one; a machine may hold a planned
+    /// batch): stores the instance name with each one's `provisioning` phase, then (once all are stored) asks the
+    /// provider. The name comes from the first workload, so it is asked for under one name whatever happens.
+    func beginProvisioning(_ members: [(id: String, placement: Placement)], machinePrice: Double) {
+        guard let (leadID, first) = members.first, let lead = active[leadID],
+            let provider = providers[first.provider]
+        else { return }
         let ref = InstanceRef(
-            name: Self.instanceName(id, version: w.version + 2), provider: placement.provider,
-            region: placement.region, machineType: placement.machineType, spot: placement.spot)
-        transition(
-            id, to: .scheduled, reason: "Scheduled",
-            message: "placed on a new \(placement.provider) \(placement.machineType) in \(placement.region)"
-        ) {
-            $0.status.node = nil
-            $0.status.placement = placement
-            $0.status.pendingReasons = nil
+            name: Self.instanceName(leadID, version: lead.version + 2), provider: first.provider,
+            region: first.region, machineType: first.machineType, spot: first.spot, pricePerHour: machinePrice)
+        let company = members.count > 1 ? ", shared with \(members.count - 1) more" : ""
+        var writes: [Promise<Void>] = []
+        for (id, placement) in members {
+            transition(
+                id, to: .scheduled, reason: "Scheduled",
+                message:
+                    "placed on a new \(placement.provider) \(placement.machineType) in \(placement.region)\(company)"
+            ) {
+                $0.status.node = nil
+                $0.status.placement = placement
+                $0.status.pendingReasons = nil
+            }
+            let stored = transition(id, to: .provisioning, reason: "Provisioning", message: "asking for \(ref.name)") {
+                $0.status.instance = ref
+            }
+            logger.info(
+                "provisioning",
+                [
+                    "workload": id, "provider": ref.provider, "region": ref.region, "type": ref.machineType,
+                    "spot": ref.spot, "price": placement.pricePerHour, "instance": ref.name,
+                ])
+            if let stored {
+                writes.append(stored)
+                placementsTotal += 1
+            }
         }
-        let stored = transition(id, to: .provisioning, reason: "Provisioning", message: "asking for \(ref.name)") {
-            $0.status.instance = ref
-        }
-        logger.info(
-            "provisioning",
-            [
-                "workload": id, "provider": ref.provider, "region": ref.region, "type": ref.machineType,
-                "spot": ref.spot, "price": placement.pricePerHour, "instance": ref.name,
-            ])
-        guard let stored else { return }
-        placementsTotal += 1
-        let request = instanceRequest(w.spec, id: id, ref: ref)
+        guard !writes.isEmpty else { return }
+        let request = instanceRequest(lead.spec, id: leadID, ref: ref)
         Task {
-            do { try await stored.value() } catch { return }  // not stored: nothing was asked for
-            await self.callProvision(id, ref: ref, request: request, provider: provider)
+            do { for w in writes { try await w.value() } } catch { return }  // not stored: nothing was asked for
+            await self.callProvision(leadID, ref: ref, request: request, provider: provider)
         }
     }
 
@@ -140,18 +215,23 @@ extension WorkloadService {
 
     /// The provider made (or already had) the instance.
     func provisioned(_ id: String, ref: InstanceRef, instance: Instance) {
-        guard let w = active[id], w.status.instance?.name == ref.name else {
-            // The workload moved on (deleted, or placed elsewhere) while the call ran: the instance is not wanted.
+        let holders = holders(of: ref, lead: id)
+        guard !holders.isEmpty else {
+            // Its workloads moved on (deleted, or placed elsewhere) while the call ran: the instance is not wanted.
             terminateLater(ref, reason: "no longer wanted")
             return
         }
-        logger.info("instance made", ["workload": id, "instance": ref.name, "id": instance.id])
-        update(id) { $0.status.instance?.id = instance.id }
-        if w.phase == .terminating {
-            terminateInstanceThenFinish(id)
-            return
+        logger.info(
+            "instance made", ["workloads": holders.joined(separator: ","), "instance": ref.name, "id": instance.id])
+        for h in holders { update(h) { $0.status.instance?.id = instance.id } }
+        for h in holders {
+            guard let w = active[h], w.status.instance?.name == ref.name else { continue }
+            if w.phase == .terminating {
+                terminateInstanceThenFinish(h)
+            } else {
+                apply(instance, to: h)
+            }
         }
-        apply(instance, to: id)
     }
 
     /// The provider said no: skip the offer (or the whole provider) for a while and place the workload again.
@@ -173,10 +253,10 @@ extension WorkloadService {
         default:
             unavailableUntil[key] = until
         }
+        let holders = holders(of: ref, lead: id)
         logger.warn(
             "provisioning failed; trying the next candidate",
-            ["workload": id, "offer": key.description, "error": error.description])
-        guard let w = active[id], w.status.instance?.name == ref.name else { return }
+            ["workloads": holders.joined(separator: ","), "offer": key.description, "error": error.description])
         let reason: String
         switch error.kind {
         case .capacityUnavailable: reason = "CapacityUnavailable"
@@ -185,23 +265,29 @@ extension WorkloadService {
         case .rateLimited: reason = "ProviderThrottled"
         default: reason = "ProvisioningFailed"
         }
-        if w.phase == .terminating {
-            finishDeletion(id, status: nil)
-            return
+        for h in holders {
+            guard let w = active[h], w.status.instance?.name == ref.name else { continue }
+            if w.phase == .terminating {
+                finishDeletion(h, status: nil)
+            } else {
+                placeAgain(h, reason: reason, message: "\(key): \(error.message)", pass: false)
+            }
         }
-        placeAgain(id, reason: reason, message: "\(key): \(error.message)")
+        fullPassNeeded = true
+        schedulePass()
     }
 
-    /// Back to pending without placement, to be judged on the next (full) pass. Its instance, if any, is deleted
-    /// (`releaseInstance`): also after a refusal, in case the provider made one anyway.
-    func placeAgain(_ id: String, reason: String, message: String) {
+    /// Back to pending without placement, to be judged on the next (full) pass, which runs now unless `pass` is
+    /// false. Its instance, if any, is deleted when no other workload holds it (`releaseInstance`): also after a
+    /// refusal, in case the provider made one anyway.
+    func placeAgain(_ id: String, reason: String, message: String, pass: Bool = true) {
         transition(id, to: .pending, reason: reason, message: message) {
             $0.status.placement = nil
             $0.status.node = nil
         }
         enqueuePending(id)
         fullPassNeeded = true
-        schedulePass()
+        if pass { schedulePass() }
     }
 
     /// Whether a provider's instance runs the workload itself (a pod), rather than a machine that boots shuttle,
@@ -211,20 +297,18 @@ extension WorkloadService {
             || provider == ProviderName.runpod.rawValue
     }
 
-    /// A node joined: if it is the machine made for a provisioning workload, the workload is placed on it.
+    /// A node joined: if it is the machine made for provisioning workloads, they are placed on it.
     func machineJoined(_ nodeID: String) {
-        guard
-            let w = active.values.first(where: {
-                $0.phase == .provisioning && $0.status.instance?.name == nodeID
-                    && !Self.runsWorkloadDirectly($0.status.instance?.provider ?? "")
-            })
-        else { return }
-        let attempt = w.status.attempts + 1
-        allocate(w.id, w.spec.resources, on: nodeID)
-        let stored = startAttempt(w.id, attempt, message: "machine \(nodeID) joined", node: nodeID)
-        logger.info("machine joined; starting its workload", ["workload": w.id, "node": nodeID, "attempt": attempt])
-        if let stored {
-            dispatch(Assignment(workloadID: w.id, attempt: attempt, spec: w.spec), to: nodeID, after: stored)
+        for id in machineHolders(nodeID) {
+            guard let w = active[id], w.phase == .provisioning, w.status.instance?.name == nodeID else { continue }
+            let attempt = w.status.attempts + 1
+            allocate(w.id, w.spec.resources, on: nodeID)
+            let stored = startAttempt(w.id, attempt, message: "machine \(nodeID) joined", node: nodeID)
+            logger.info(
+                "machine joined; starting its workload", ["workload": w.id, "node": nodeID, "attempt": attempt])
+            if let stored {
+                dispatch(Assignment(workloadID: w.id, attempt: attempt, spec: w.spec), to: nodeID, after: stored)
+            }
         }
     }
 
@@ -376,6 +460,11 @@ extension WorkloadService {
         {
             return
         }
+        // A machine others of its batch still hold stays for them.
+        if !Self.runsWorkloadDirectly(ref.provider), machineHolders(ref.name).contains(where: { $0 != w.id }) {
+            w.status.instance = nil
+            return
+        }
         terminateLater(ref, reason: "its workload \(w.phase == .pending ? "will run again elsewhere" : "ended")")
         // Its node (a machine that joined) takes nothing new while it goes away.
         if !Self.runsWorkloadDirectly(ref.provider), let node = nodes[ref.name],
@@ -391,8 +480,11 @@ extension WorkloadService {
         let before = old?.status.instance.flatMap { Self.runsWorkloadDirectly($0.provider) ? nil : $0.name }
         let after = new?.status.instance.flatMap { Self.runsWorkloadDirectly($0.provider) ? nil : $0.name }
         guard before != after else { return }
-        if let before, machineOwners[before] == old?.id { machineOwners[before] = nil }
-        if let after, let id = new?.id { machineOwners[after] = id }
+        if let before, let id = old?.id {
+            machineOwners[before]?.remove(id)
+            if machineOwners[before]?.isEmpty == true { machineOwners[before] = nil }
+        }
+        if let after, let id = new?.id { machineOwners[after, default: []].insert(id) }
     }
 
     /// Deletes an instance in the background, retrying; the reconciler catches what this misses.
@@ -418,6 +510,11 @@ extension WorkloadService {
             finishDeletion(id, status: nil)
             return
         }
+        // A machine others of its batch still hold stays for them (the last one's deletion deletes it).
+        if !Self.runsWorkloadDirectly(ref.provider), machineHolders(ref.name).contains(where: { $0 != id }) {
+            finishDeletion(id, status: nil)
+            return
+        }
         Task { [weak self] in
             guard let self else { return }
             do {
@@ -435,25 +532,30 @@ extension WorkloadService {
 
     // MARK: - Watching instances
 
-    /// Asks each provider how the instances of unfinished workloads are doing.
+    /// Asks each provider how the instances of unfinished workloads are doing (each instance once, however many
+    /// workloads share it).
     func pollInstances() async {
-        let watched = active.values.compactMap { w -> (String, InstanceRef)? in
+        var watched: [String: (ids: [String], ref: InstanceRef)] = [:]
+        for w in active.values.sorted(by: { $0.id < $1.id }) {
             guard let ref = w.status.instance, ref.id != nil,
                 [.provisioning, .starting, .running].contains(w.phase)
-            else { return nil }
-            return (w.id, ref)
+            else { continue }
+            watched[ref.name, default: ([], ref)].ids.append(w.id)
         }
-        for (id, ref) in watched {
+        for name in watched.keys.sorted() {
+            let (ids, ref) = watched[name]!
             guard let provider = providers[ref.provider] else { continue }
             do {
                 let found = try await provider.status(name: ref.name, region: ref.region)
-                guard active[id]?.status.instance == ref else { continue }
-                if let found {
-                    apply(found, to: id)
-                } else {
-                    markLost(id, message: "instance \(ref.name) is gone from \(ref.provider)")
-                    schedulePass()
+                for id in ids {
+                    guard active[id]?.status.instance == ref else { continue }
+                    if let found {
+                        apply(found, to: id)
+                    } else {
+                        markLost(id, message: "instance \(ref.name) is gone from \(ref.provider)")
+                    }
                 }
+                if found == nil { schedulePass() }
             } catch {
                 logger.warn("instance status unknown", ["instance": ref.name, "error": "\(error)"])
             }
@@ -473,9 +575,9 @@ extension WorkloadService {
                 providerCalls.failed(name, error, at: clock.now())
                 continue
             }
-            var expected: [String: String] = [:]  // instance name → workload
-            for w in active.values {
-                if let ref = w.status.instance, ref.provider == name { expected[ref.name] = w.id }
+            var expected: [String: [String]] = [:]  // instance name → the workloads that hold it
+            for w in active.values.sorted(by: { $0.id < $1.id }) {
+                if let ref = w.status.instance, ref.provider == name { expected[ref.name, default: []].append(w.id) }
             }
             let present = Set(owned.map(\.name))
             for i in owned where expected[i.name] == nil && i.state != .terminated {
@@ -485,11 +587,13 @@ extension WorkloadService {
                         name: i.name, provider: name, region: i.region, machineType: i.machineType, spot: i.spot),
                     reason: "orphaned")
             }
-            for (instance, id) in expected where !present.contains(instance) {
-                guard let w = active[id], w.status.instance?.id != nil,
-                    [.starting, .running].contains(w.phase)
-                else { continue }
-                markLost(id, message: "instance \(instance) is missing from \(name)")
+            for (instance, ids) in expected where !present.contains(instance) {
+                for id in ids {
+                    guard let w = active[id], w.status.instance?.name == instance, w.status.instance?.id != nil,
+                        [.starting, .running].contains(w.phase)
+                    else { continue }
+                    markLost(id, message: "instance \(instance) is missing from \(name)")
+                }
                 schedulePass()
             }
         }
@@ -497,8 +601,11 @@ extension WorkloadService {
 
     /// After a restart: a workload that was provisioning asks again with the same name (idempotent).
     func resumeProvisioning(_ id: String) {
-        guard let w = active[id], let ref = w.status.instance, let provider = providers[ref.provider] else {
-            placeAgain(id, reason: "Rescheduled", message: "its provider is no longer configured")
+        guard let w = active[id], let ref = w.status.instance else { return }
+        guard let provider = providers[ref.provider] else {
+            for h in holders(of: ref, lead: id) {
+                placeAgain(h, reason: "Rescheduled", message: "its provider is no longer configured", pass: false)
+            }
             return
         }
         let request = instanceRequest(w.spec, id: id, ref: ref)

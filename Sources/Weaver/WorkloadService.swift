@@ -50,6 +50,10 @@ public struct WorkloadServiceOptions: Sendable {
     public var provisioningTimeout: Duration = .seconds(900)
     /// How often every provider's list of Fabric-owned instances is reconciled with the store.
     public var reconcileInterval: Duration = .seconds(60)
+    /// How long workloads that need a new machine (AWS, GCP) wait for others to plan it with, so that several small
+    /// ones share one machine where that is cheaper (`BatchPlanner`). Zero plans, at the end of each scheduling
+    /// pass, the workloads that pass judged.
+    public var machineBatchWindow: Duration = .zero
     /// Fault injection for crash tests: the process exits (code 137, as if killed) right after a provider made
     /// an instance and before the answer is stored. Set by `WEAVER_FAULT_CRASH_AFTER_PROVISION=1`; never in
     /// production.
@@ -149,10 +153,14 @@ public actor WorkloadService {
     /// Workloads that just reached a final phase, kept until that write is stored, so reads see it at once.
     var finishing: [String: Workload] = [:]
 
-    /// Machines made for a workload (instance name, which is the node's ID once it joins) -> that workload. Such a
-    /// machine is the workload's alone: the scheduler places nothing else there, since it is deleted when its
-    /// workload leaves it, whatever else would run there then.
-    var machineOwners: [String: String] = [:]
+    /// Machines made for workloads (instance name, which is the node's ID once it joins) -> the workloads that hold
+    /// it: the batch it was planned for, less those that left. Such a machine is theirs alone: the scheduler places
+    /// nothing else there, since it is deleted when the last of them leaves it, whatever else would run there then.
+    var machineOwners: [String: Set<String>] = [:]
+    /// Workloads judged to need a new machine, waiting (at most `machineBatchWindow`) to be planned together, with
+    /// the single placement each was judged to have.
+    var machineBatch: [(id: String, single: Placement)] = []
+    var machineBatchDue = false
     /// Provider drivers by name: workloads placed on their offers get an instance there.
     let providers: [String: any Provider]
     /// Where the reconciler records how its calls to each provider went (shown as the provider's health).
@@ -219,6 +227,7 @@ public actor WorkloadService {
             (try await store.nodes()).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var awaiting = 0
         var lost = 0
+        var resumed: [String: String] = [:]  // instance name → the first workload waiting for it
         for w in rows {
             setActive(w)
             switch w.phase {
@@ -227,8 +236,9 @@ public actor WorkloadService {
             case .lost, .preempted:
                 applyRestartPolicy(w.id, succeeded: false, reason: "Lost", message: w.status.message)
             case .provisioning where w.status.instance != nil:
-                // Its instance may exist (the call went out before the crash): ask again under the same name.
-                resumeProvisioning(w.id)
+                // Its instance may exist (the call went out before the crash): ask again under the same name, once
+                // per instance however many workloads of a batch wait for it.
+                if resumed[w.status.instance!.name] == nil { resumed[w.status.instance!.name] = w.id }
             case .starting where w.status.instance != nil && w.status.node == nil,
                 .running where w.status.instance != nil && w.status.node == nil:
                 break  // runs on its provider's instance: the instance watcher picks it up
@@ -255,6 +265,7 @@ public actor WorkloadService {
                 setActive(nil, id: w.id)
             }
         }
+        for name in resumed.keys.sorted() { resumeProvisioning(resumed[name]!) }
         logger.info(
             "recovered state",
             [
@@ -512,8 +523,11 @@ public actor WorkloadService {
                         fresh.append(id)  // it may answer again; judged on later passes
                         continue
                     default:
-                        // The machine is gone or going: let it go and place the workload anew.
-                        terminateLater(ref, reason: "its workload will run again elsewhere")
+                        // The machine is gone or going: let it go (unless others of its batch still hold it) and
+                        // place the workload anew.
+                        if machineHolders(ref.name) == [id] {
+                            terminateLater(ref, reason: "its workload will run again elsewhere")
+                        }
                         update(id) {
                             $0.status.instance = nil
                             $0.status.placement = nil
@@ -525,7 +539,11 @@ public actor WorkloadService {
                 if let placement = placed, placement.node == nil {
                     retryAfter[id] = nil
                     pendingSet.remove(id)
-                    beginProvisioning(id, placement)
+                    if Self.runsWorkloadDirectly(placement.provider) {
+                        beginProvisioning([(id, placement)], machinePrice: placement.pricePerHour)
+                    } else {
+                        machineBatch.append((id, placement))  // planned with the others (`planMachines`)
+                    }
                     continue
                 }
                 guard let placement = placed, let nodeID = placement.node else {
@@ -544,21 +562,21 @@ public actor WorkloadService {
                 }
                 retryAfter[id] = nil
                 pendingSet.remove(id)
-                allocate(w.id, w.spec.resources, on: nodeID)
                 index.allocate(w.spec.resources, on: nodeID)
                 explain = nil
-                placementsTotal += 1
-                let attempt = w.status.attempts + 1
-                transition(id, to: .scheduled, reason: "Scheduled", message: "placed on node \(nodeID)") {
-                    $0.status.node = nodeID
-                    $0.status.placement = placement
-                    $0.status.pendingReasons = nil
-                }
-                let stored = startAttempt(id, attempt, message: "attempt \(attempt)")
-                logger.info(
-                    "placed", ["workload": id, "node": nodeID, "price": placement.pricePerHour, "attempt": attempt])
-                if let stored {
-                    dispatch(Assignment(workloadID: id, attempt: attempt, spec: w.spec), to: nodeID, after: stored)
+                placeOnNode(id, placement)
+            }
+            if !machineBatch.isEmpty {
+                if options.machineBatchWindow == .zero {
+                    planMachines()
+                } else if !machineBatchDue {
+                    machineBatchDue = true
+                    let window = options.machineBatchWindow
+                    let timer = self.timer
+                    Task { [weak self] in
+                        try? await timer.sleep(for: window)
+                        await self?.planMachines()
+                    }
                 }
             }
             passes += 1
@@ -567,6 +585,24 @@ public actor WorkloadService {
             lastPassMicros = Int(
                 elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)
         } while passRequested
+    }
+
+    /// Starts a pending workload's next attempt on a node (its capacity is charged here).
+    func placeOnNode(_ id: String, _ placement: Placement) {
+        guard let w = active[id], let nodeID = placement.node else { return }
+        allocate(id, w.spec.resources, on: nodeID)
+        placementsTotal += 1
+        let attempt = w.status.attempts + 1
+        transition(id, to: .scheduled, reason: "Scheduled", message: "placed on node \(nodeID)") {
+            $0.status.node = nodeID
+            $0.status.placement = placement
+            $0.status.pendingReasons = nil
+        }
+        let stored = startAttempt(id, attempt, message: "attempt \(attempt)")
+        logger.info("placed", ["workload": id, "node": nodeID, "price": placement.pricePerHour, "attempt": attempt])
+        if let stored {
+            dispatch(Assignment(workloadID: id, attempt: attempt, spec: w.spec), to: nodeID, after: stored)
+        }
     }
 
     /// The periodic pass: retries workloads whose restart backoff has ended. It does not judge every pending workload

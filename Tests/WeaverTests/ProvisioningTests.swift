@@ -114,7 +114,7 @@ struct ProvisioningHarness {
     let sink = MemorySink()
     let clouds: [MemoryCloud]
 
-    init(_ clouds: [MemoryCloud], dir: String? = nil) async throws {
+    init(_ clouds: [MemoryCloud], dir: String? = nil, batchWindow: Duration = .zero) async throws {
         self.dir = dir ?? NSTemporaryDirectory() + "fabric-prov-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: self.dir, withIntermediateDirectories: true)
         store = try await SQLiteStore(path: self.dir + "/fabric.db")
@@ -125,6 +125,7 @@ struct ProvisioningHarness {
         options.providerRetryBase = .milliseconds(5)
         options.instancePollInterval = .milliseconds(20)
         options.reconcileInterval = .milliseconds(100)
+        options.machineBatchWindow = batchWindow
         var offers: [Offer] = []
         for c in clouds { offers += c.catalog }
         let view = OfferView(offers: offers, enabledProviders: Set(clouds.map(\.name.rawValue)))
@@ -327,6 +328,32 @@ struct ProvisioningHarness {
         #expect(await aws.live.count == 1)
         await second.service.shutdown()
     }
+
+    @Test func aCrashWhileABatchsMachineIsAskedForMakesOneMachineForAllOfIt() async throws {
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "r1", "m", 0.2)])
+        await aws.hold(true)
+        let first = try await ProvisioningHarness([aws], batchWindow: .milliseconds(300))
+        let a = try await first.service.submit(first.spec("a"))
+        let b = try await first.service.submit(first.spec("b"))
+        for _ in 0..<500 where await aws.created == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await aws.created == 1)
+        let storedA = try #require(try await first.store.workload(id: a.id))
+        let storedB = try #require(try await first.store.workload(id: b.id))
+        #expect(storedA.phase == .provisioning && storedB.phase == .provisioning)
+        #expect(storedA.status.instance?.name == storedB.status.instance?.name)
+        // "Restart": the machine is asked for again once, under the same name, for both. (The first service's call
+        // stays held, so it never hears back and writes nothing more.)
+        let second = try await ProvisioningHarness([aws], dir: first.dir, batchWindow: .milliseconds(300))
+        for id in [a.id, b.id] {
+            let p = try await second.wait(id, "an instance") { $0.status.instance?.id != nil }
+            #expect(p.status.instance?.name == storedA.status.instance?.name)
+        }
+        #expect(await aws.created == 1)
+        #expect(await aws.provisionCalls == 2)  // one before the crash, one after
+        await second.service.shutdown()
+        await first.service.shutdown()
+        await aws.hold(false)
+    }
 }
 
 struct LiveOffersTests {
@@ -486,6 +513,51 @@ struct MachineProvisioningTests {
         _ = try await h.service.delete(w.id)
         for _ in 0..<500 where await !aws.terminated.contains(ref.name) { try await Task.sleep(for: .milliseconds(10)) }
         #expect(await aws.terminated.contains(ref.name))
+        await machine.stop()
+        await h.host.stop()
+        await h.service.shutdown()
+    }
+
+    @Test func workloadsWaitingForMachinesTogetherShareOneWhereThatIsCheaper() async throws {
+        // Alone, each 1.5-CPU workload's cheapest machine is a 2-vCPU one at $0.12 (two: $0.24); planned together
+        // they fit one 4-vCPU machine at $0.20.
+        let large = Offer(
+            provider: "aws", region: "us-east-1", machineType: "m7i.large", vcpus: 2, memoryGiB: 8, gpuModel: nil,
+            gpuCount: 0, gpuMemoryGiB: nil, onDemandPerHour: 0.12, spotPerHour: nil, source: "test", asOf: "2026-01-01")
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "us-east-1", "m7i.xlarge", 0.20), large])
+        let h = try await ServiceHarness(
+            cpu: 1000, providers: [aws], offers: aws.catalog, batchWindow: .milliseconds(500))
+        let a = try await h.service.submit(h.spec("a", ["sleep", "60"], cpu: 1500))
+        let b = try await h.service.submit(h.spec("b", ["sleep", "60"], cpu: 1500))
+        let refA = try #require(try await h.madeInstance(a.id))
+        let refB = try #require(try await h.madeInstance(b.id))
+        #expect(refA.name == refB.name)
+        #expect(refA.machineType == "m7i.xlarge")
+        #expect(refA.pricePerHour == 0.20)
+        #expect(await aws.created == 1)
+        // Each carries its share of the machine's price (equal here: alone they would cost the same).
+        let placed = [try await h.service.get(a.id), try await h.service.get(b.id)]
+        for w in placed {
+            #expect(w.phase == .provisioning)
+            #expect(abs((w.status.placement?.pricePerHour ?? 0) - 0.10) < 1e-9)
+        }
+        await aws.set(refA.name, .running)
+        let machine = try await h.join(refA.name, cpu: 4000, price: 0.2, root: h.dir + "/m1", session: "m-1")
+        for id in [a.id, b.id] {
+            let running = try await h.wait(id) { $0.phase == .running }
+            #expect(running.status.node == refA.name)
+        }
+        // One leaves: the machine stays for the other.
+        _ = try await h.service.delete(a.id)
+        _ = try await h.wait(a.id) { $0.phase == .deleted }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(await aws.terminated.isEmpty)
+        #expect(try await h.service.get(b.id).phase == .running)
+        #expect(try await h.service.node(id: refA.name)?.state == .ready)
+        // The last one leaves: the machine goes.
+        _ = try await h.service.delete(b.id)
+        for _ in 0..<500 where await aws.terminated.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await aws.terminated == [refA.name])
         await machine.stop()
         await h.host.stop()
         await h.service.shutdown()

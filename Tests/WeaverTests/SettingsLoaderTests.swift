@@ -514,6 +514,7 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
             scheduler:
               retry_interval: 750ms
               offer_unavailable_ttl: 1h
+              batch_window: 0s
             node:
               enabled: false
               name: edge-1
@@ -596,6 +597,7 @@ struct SettingsTestFailure: Error, CustomStringConvertible {
         #expect(s.clusterTiming.lostAfter == .seconds(9))
         #expect(s.scheduler.retryInterval == .milliseconds(750))
         #expect(s.scheduler.offerUnavailableTTL == .seconds(3600))
+        #expect(s.scheduler.batchWindow == .zero)
         #expect(!s.node.enabled)
         #expect(s.node.name == "edge-1")
         #expect(s.node.region == "eu-west-1")

@@ -28,7 +28,7 @@ struct ServiceHarness {
 
     init(
         cpu: Int64 = 2000, restartBase: Duration = .seconds(1), dir: String? = nil, providers: [any Provider] = [],
-        offers: [Offer] = []
+        offers: [Offer] = [], batchWindow: Duration = .zero
     ) async throws {
         self.dir = dir ?? NSTemporaryDirectory() + "fabric-svc-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: self.dir, withIntermediateDirectories: true)
@@ -42,6 +42,7 @@ struct ServiceHarness {
         let logger = Logger(component: "test", level: .debug, sink: sink)
         self.logger = logger
         options.instancePollInterval = .milliseconds(20)
+        options.machineBatchWindow = batchWindow
         let view = OfferView(offers: offers, enabledProviders: Set(providers.map(\.name.rawValue)))
         service = WorkloadService(
             store: store, clock: clock, ids: SeededIDGenerator(seed: 7), logger: logger, options: options,

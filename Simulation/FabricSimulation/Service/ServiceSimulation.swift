@@ -235,6 +235,7 @@ public final class ServiceSimulation: @unchecked Sendable {
             logger: logger.with(component: "actors"))
         var o = WorkloadServiceOptions()
         o.offerUnavailableFor = .seconds(300)
+        o.machineBatchWindow = .seconds(2)  // weaver's default: small workloads share machines
         let prices = self.prices
         let service = WorkloadService(
             store: RecordingStore(store, log: { [unowned self] in self.write($0) }), clock: wall, ids: ids,
@@ -509,9 +510,11 @@ public final class ServiceSimulation: @unchecked Sendable {
             if unsettled == nil { unsettled = Violation(kind: kind, message: message, at: wall.now()) }
         }
         var byID: [String: Workload] = [:]
+        var holders: [String: [Workload]] = [:]  // instance name → the unfinished workloads that hold it
         for w in all {
             byID[w.id] = w
             if w.phase.isFinal { continue }
+            if let i = w.status.instance { holders[i.name, default: []].append(w) }
             if w.phase == .pending {
                 if (w.status.pendingReasons ?? [:]).isEmpty {
                     wait(.notConverged, "\(w.id) is pending without a reason")
@@ -519,9 +522,9 @@ public final class ServiceSimulation: @unchecked Sendable {
                 continue
             }
             wait(.notConverged, "\(w.id) is still \(w.phase.rawValue) (\(w.status.reason))")
-            // $/h: a running workload's instance is billed at the price its placement recorded.
+            // $/h: a running workload's instance is billed at the price weaver recorded for it.
             if w.phase == .running, let i = w.status.instance, let b = bills[i.name], b.state == .running, !b.repriced,
-                let believed = w.status.placement?.pricePerHour, abs(b.price - believed) > 1e-9
+                let believed = i.pricePerHour ?? w.status.placement?.pricePerHour, abs(b.price - believed) > 1e-9
             {
                 return (
                     nil,
@@ -543,9 +546,20 @@ public final class ServiceSimulation: @unchecked Sendable {
         }
         for name in bills.keys.sorted() {
             guard let b = bills[name], b.state != .preempted else { continue }
-            let owner = b.workload.flatMap { byID[$0] }
-            if owner == nil || owner!.phase.isFinal || owner!.status.instance?.name != name {
+            guard let sharing = holders[name], !sharing.isEmpty else {
                 wait(.orphanInstance, "instance \(name) of \(b.workload ?? "no workload") is billed for nothing")
+                continue
+            }
+            // The shares of a machine's price its workloads carry add up to no more than the machine's price.
+            let shares = sharing.reduce(0.0) { $0 + ($1.status.placement?.pricePerHour ?? 0) }
+            if let whole = sharing[0].status.instance?.pricePerHour, shares > whole + 1e-9 {
+                return (
+                    nil,
+                    Violation(
+                        kind: .costMismatch,
+                        message: "the \(sharing.count) workloads on \(name) carry \(shares) $/h of its \(whole) $/h",
+                        at: wall.now())
+                )
             }
         }
         for p in Self.providerNames {

@@ -52,6 +52,7 @@ public enum SettingsLimits {
     public static let databasePoolSize = 1...64
     public static let schedulerRetryInterval = Duration.milliseconds(10)...Duration.seconds(3600)
     public static let schedulerOfferUnavailableTTL = Duration.seconds(1)...Duration.seconds(7 * 24 * 3600)
+    public static let schedulerBatchWindow = Duration.zero...Duration.seconds(300)
     public static let runtimeStopGrace = Duration.zero...Duration.seconds(3600)
     public static let runtimeLogBytes = (1 << 10)...(64 << 30)
     public static let nodePricePerHour = 0.0...Limits.pricePerHourMax

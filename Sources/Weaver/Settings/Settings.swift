@@ -102,6 +102,8 @@ public struct Settings: Sendable, Equatable {
         public var retryInterval: Duration = .seconds(2)
         /// How long an offer that failed to launch stays out of placement (`scheduler.offer_unavailable_ttl`).
         public var offerUnavailableTTL: Duration = .seconds(10 * 60)
+        /// How long workloads that need a new machine wait for others to share one with (`scheduler.batch_window`).
+        public var batchWindow: Duration = .seconds(2)
     }
 
     /// The node embedded in weaver.

@@ -165,6 +165,9 @@ public enum SettingsSchema {
             "scheduler.offer_unavailable_ttl", \S.scheduler.offerUnavailableTTL,
             .duration(SettingsLimits.schedulerOfferUnavailableTTL),
             "How long an offer that failed to launch is left out of placement."),
+        .init(
+            "scheduler.batch_window", \S.scheduler.batchWindow, .duration(SettingsLimits.schedulerBatchWindow),
+            "How long workloads needing a new machine wait to be planned together (0s: each pass plans its own)."),
 
         .init("node.enabled", \S.node.enabled, .bool, "Run the embedded local node."),
         .init("node.name", \S.node.name, .name(), "Name of the node (weaver's embedded one, or this shuttle)."),
