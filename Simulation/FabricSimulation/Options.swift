@@ -45,6 +45,9 @@ public struct SimOptions: Sendable, Equatable {
     /// `--service` only: whether shuttles fence their workloads when their link stays down (`cluster.link_fencing`).
     /// Off shows what the invariants catch without it: a partitioned node's work running twice.
     public var linkFencing = true
+    /// `--service` only: weaver's `scheduler.batch_window` (how long workloads needing a new machine wait to share);
+    /// nil is weaver's default.
+    public var batchWindow: Duration? = nil
 
     public init(seed: UInt64, nodes: Int? = nil, duration: Duration? = nil, scheduler: SchedulerVariant = .index) {
         self.seed = seed
@@ -56,7 +59,7 @@ public struct SimOptions: Sendable, Equatable {
     public static let usage = """
         usage: fabric-sim --seed N [--nodes N] [--duration 1d|6h|30m|90s] [--scheduler VARIANT] [--batch on|off]
                           [--restarts-per-day R] [--cost-batches FILE] [--log FILE] [--service]
-                          [--link-fencing on|off] [--quiet] [--help]
+                          [--link-fencing on|off] [--batch-window 2s|0s] [--quiet] [--help]
 
         Runs the deterministic fleet simulation: the seed picks the fleet (10 to 10,000 nodes from the bundled
         catalog), the workload mix, arrivals and fault rates. A fault phase of --duration is followed by a
@@ -83,6 +86,8 @@ public struct SimOptions: Sendable, Equatable {
           --link-fencing on|off
                             with --service: shuttles stop their work when their link stays down (on, default);
                             off shows the invariants catching a partitioned node's work running twice
+          --batch-window D  with --service: weaver's scheduler.batch_window (default 2s; 0s plans what one
+                            scheduling pass judged), to compare machines and dollars billed
           --quiet           print only the summary and the hash
           --help            this text
         """
@@ -154,6 +159,12 @@ public struct SimOptions: Sendable, Equatable {
                     throw SimError(.usage, "--link-fencing takes on or off, got \"\(v)\"")
                 }
                 o.linkFencing = v == "on"
+            case "--batch-window":
+                let v = try value(a)
+                guard let d = v == "0s" || v == "0" ? Duration.zero : Self.parseDuration(v), d <= .seconds(300) else {
+                    throw SimError(.usage, "--batch-window takes 0s to 300s (e.g. 2s, 1m), got \"\(v)\"")
+                }
+                o.batchWindow = d
             case "--quiet", "-q": o.quiet = true
             case "--help", "-h": return .help
             default: throw SimError(.usage, "unknown option \"\(a)\" (see --help)")
@@ -173,6 +184,8 @@ public struct SimOptions: Sendable, Equatable {
             }
         } else if !o.linkFencing {
             throw SimError(.usage, "--link-fencing applies only with --service")
+        } else if o.batchWindow != nil {
+            throw SimError(.usage, "--batch-window applies only with --service")
         }
         return .run(o)
     }
@@ -215,6 +228,7 @@ extension SimOptions {
         if let restartsPerDay { extra.append("--restarts-per-day \(restartsPerDay)") }
         if service { extra.append("--service") }
         if !linkFencing { extra.append("--link-fencing off") }
+        if let batchWindow { extra.append("--batch-window \(batchWindow.components.seconds)s") }
         return "make sim SEED=\(seed)" + (extra.isEmpty ? "" : " SIM_ARGS=\"\(extra.joined(separator: " "))\"")
     }
 }

@@ -50,6 +50,7 @@ func runService(_ options: SimOptions) -> Int32 {
     var serviceOptions = ServiceSimulation.Options(
         seed: options.seed, nodes: options.nodes, duration: options.duration, restartsPerDay: options.restartsPerDay)
     serviceOptions.linkFencing = options.linkFencing
+    if let window = options.batchWindow { serviceOptions.batchWindow = window }
     let sim = ServiceSimulation(options: serviceOptions, keepLog: options.logPath != nil)
     if !options.quiet { print("scenario: \(sim.scenario.description) mode=service") }
     let started = ContinuousClock.now

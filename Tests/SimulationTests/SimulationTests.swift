@@ -210,6 +210,11 @@ struct OptionsTests {
         #expect(throws: SimError.self) { try SimOptions.parse(["--seed", "8", "--link-fencing", "off"]) }
         #expect(throws: SimError.self) { try SimOptions.parse(["--seed", "8", "--service", "--nodes", "1000"]) }
         #expect(throws: SimError.self) { try SimOptions.parse(["--seed", "8", "--service", "--duration", "1d"]) }
+        var windowed = SimOptions(seed: 9)
+        windowed.service = true
+        windowed.batchWindow = .zero
+        #expect(try SimOptions.parse(["--seed", "9", "--service", "--batch-window", "0s"]) == .run(windowed))
+        #expect(windowed.reproduceCommand == "make sim SEED=9 SIM_ARGS=\"--service --batch-window 0s\"")
     }
 
     @Test(arguments: [
@@ -223,6 +228,8 @@ struct OptionsTests {
         (["--seed", "1", "--frobnicate"], "unknown option \"--frobnicate\""),
         (["--seed", "1", "--batch", "maybe"], "--batch takes on or off"),
         (["--seed", "1", "--restarts-per-day", "-2"], "--restarts-per-day takes a number"),
+        (["--seed", "1", "--service", "--batch-window", "10m"], "--batch-window takes 0s to 300s"),
+        (["--seed", "1", "--batch-window", "2s"], "--batch-window applies only with --service"),
     ])
     func rejectsBadInput(args: [String], message: String) {
         #expect {

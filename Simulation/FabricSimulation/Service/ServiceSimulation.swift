@@ -28,6 +28,8 @@ public final class ServiceSimulation: @unchecked Sendable {
         public var restartsPerDay: Double?
         /// Shuttles fence their workloads when their link stays down (`cluster.link_fencing`).
         public var linkFencing = true
+        /// weaver's `scheduler.batch_window`: how long workloads needing a new machine wait to share one.
+        public var batchWindow: Duration = .seconds(2)
         public init(seed: UInt64, nodes: Int? = nil, duration: Duration? = nil, restartsPerDay: Double? = nil) {
             self.seed = seed
             self.nodes = nodes
@@ -50,6 +52,8 @@ public final class ServiceSimulation: @unchecked Sendable {
         public var deleted = 0
         public var starts = 0
         public var instancesMade = 0
+        /// Dollars the clouds billed for the run's machines.
+        public var cloudSpend = 0.0
         public var providerCalls = 0
         public var cloudFaults = 0
         public var partitions = 0
@@ -235,7 +239,7 @@ public final class ServiceSimulation: @unchecked Sendable {
             logger: logger.with(component: "actors"))
         var o = WorkloadServiceOptions()
         o.offerUnavailableFor = .seconds(300)
-        o.machineBatchWindow = .seconds(2)  // weaver's default: small workloads share machines
+        o.machineBatchWindow = options.batchWindow
         let prices = self.prices
         let service = WorkloadService(
             store: RecordingStore(store, log: { [unowned self] in self.write($0) }), clock: wall, ids: ids,
@@ -591,6 +595,7 @@ public final class ServiceSimulation: @unchecked Sendable {
         for p in Self.providerNames {
             stats.providerCalls += await providers[p]?.calls ?? 0
             stats.cloudFaults += await providers[p]?.faultsInjected ?? 0
+            stats.cloudSpend += await providers[p]?.spend(at: wall.now()) ?? 0
         }
         var counts: FaultyTransport.Counts? = weaverTransport?.counts
         for h in hosts.values {
@@ -635,7 +640,8 @@ extension ServiceSimulation {
             } ?? "-"
         return [
             "seed:             \(options.seed) (mode service: weaver's WorkloadService and actors in the loop)",
-            "nodes:            \(scenario.nodeCount) at start, \(s.instancesMade) machines provisioned",
+            "nodes:            \(scenario.nodeCount) at start, \(s.instancesMade) machines provisioned"
+                + " ($\(fixed(s.cloudSpend, 2)) billed; batch window \(options.batchWindow))",
             "workloads:        \(s.submitted) submitted, \(s.deleted) deleted (\(phases))",
             "starts:           \(s.starts) process starts on machines",
             "faults:           partitions=\(s.partitions) node-crashes=\(s.nodeCrashes) preemptions=\(s.preemptions)"

@@ -80,6 +80,18 @@ actor SimProvider: Provider {
     let log: @Sendable (String) -> Void
     private(set) var calls = 0
     private(set) var faultsInjected = 0
+    /// Dollars billed for instances that ended (price × hours from made to gone).
+    private var billedDollars = 0.0
+
+    /// Dollars billed so far: ended instances, and the ones that exist until `now`.
+    func spend(at now: Timestamp) -> Double {
+        live.keys.sorted().reduce(billedDollars) { $0 + Self.cost(live[$1]!, until: now) }
+    }
+
+    private static func cost(_ l: Live, until end: Timestamp) -> Double {
+        let d = end.since(l.madeAt)
+        return l.price * (Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18) / 3600
+    }
 
     init(
         name: ProviderName, prices: PriceBook, scenario: Scenario, seed: UInt64, timer: TaskClock,
@@ -192,6 +204,7 @@ actor SimProvider: Provider {
     /// An instance ends (terminated or taken back): its node goes with it.
     func end(_ name: String, why: String) async {
         guard let l = live.removeValue(forKey: name) else { return }
+        billedDollars += Self.cost(l, until: clock.now())
         let key = OfferKey(
             provider: l.offer.provider, region: l.offer.region, machineType: l.offer.machineType, spot: l.instance.spot)
         inUse[key, default: 1] -= 1
@@ -217,6 +230,7 @@ actor SimProvider: Provider {
 
     private func forget(_ name: String) {
         guard let l = live.removeValue(forKey: name) else { return }
+        billedDollars += Self.cost(l, until: clock.now())
         let key = OfferKey(
             provider: l.offer.provider, region: l.offer.region, machineType: l.offer.machineType, spot: l.instance.spot)
         inUse[key, default: 1] -= 1
