@@ -36,20 +36,28 @@ extension WorkloadService {
         return (view.offers.filter { enabled.contains($0.provider) }, enabled)
     }
 
-    /// What real placements choose from: the nodes (less machines made for workloads), and the offers of configured
-    /// providers that are not skipped (only those of machine providers when `machinesOnly`).
+    /// What real placements choose from: the nodes (less machines whose room is promised, `machineReserved`), and the
+    /// offers of configured providers that are not skipped (only those of machine providers when `machinesOnly`).
     func placementSnapshot(now: Timestamp, nodes: [NodeInfo], machinesOnly: Bool = false) -> PlacementSnapshot {
         let offers = provisionableOffers()
-        let shared = machineOwners.isEmpty ? nodes : nodes.filter { machineOwners[$0.id] == nil }
+        let shared = machineOwners.isEmpty ? nodes : nodes.filter { !machineReserved($0.id) }
         let usable = machinesOnly ? offers.offers.filter { !Self.runsWorkloadDirectly($0.provider) } : offers.offers
         return PlacementSnapshot(
             nodes: shared, offers: usable, enabledProviders: offers.enabled,
             unavailableOffers: currentlyUnavailable(now: now), includeOffers: provisioningEnabled)
     }
 
-    /// The workloads that hold a machine now (sorted): those of its batch that have not left it.
+    /// The workloads that hold a machine now (sorted): those of its batch that have not left it, and those placed
+    /// in its free room since.
     func machineHolders(_ name: String) -> [String] {
         (machineOwners[name] ?? []).sorted()
+    }
+
+    /// Whether a machine's room is promised to a workload that holds it but is not charged there now (its batch
+    /// waits for it to join, or it restarts there after a backoff): then nothing else is placed on it. Otherwise its
+    /// free room is anyone's, and whoever is placed there holds it too.
+    func machineReserved(_ name: String) -> Bool {
+        machineOwners[name]?.contains { allocations[$0] == nil } ?? false
     }
 
     /// The workloads an instance's news is for: every holder of a machine, or the one workload a pod runs.

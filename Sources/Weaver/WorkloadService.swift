@@ -154,8 +154,8 @@ public actor WorkloadService {
     var finishing: [String: Workload] = [:]
 
     /// Machines made for workloads (instance name, which is the node's ID once it joins) -> the workloads that hold
-    /// it: the batch it was planned for, less those that left. Such a machine is theirs alone: the scheduler places
-    /// nothing else there, since it is deleted when the last of them leaves it, whatever else would run there then.
+    /// it: the batch it was planned for and whoever was placed in its free room since, less those that left. It is
+    /// deleted when the last of them leaves it, so everything placed there holds it.
     var machineOwners: [String: Set<String>] = [:]
     /// Workloads judged to need a new machine, waiting (at most `machineBatchWindow`) to be planned together, with
     /// the single placement each was judged to have.
@@ -593,10 +593,13 @@ public actor WorkloadService {
         allocate(id, w.spec.resources, on: nodeID)
         placementsTotal += 1
         let attempt = w.status.attempts + 1
+        // On a machine Fabric made, it holds the machine too: the machine stays until the last holder leaves it.
+        let machine = machineHolders(nodeID).first.flatMap { active[$0]?.status.instance }
         transition(id, to: .scheduled, reason: "Scheduled", message: "placed on node \(nodeID)") {
             $0.status.node = nodeID
             $0.status.placement = placement
             $0.status.pendingReasons = nil
+            if let machine, machine.name == nodeID { $0.status.instance = machine }
         }
         let stored = startAttempt(id, attempt, message: "attempt \(attempt)")
         logger.info("placed", ["workload": id, "node": nodeID, "price": placement.pricePerHour, "attempt": attempt])

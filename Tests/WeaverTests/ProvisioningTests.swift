@@ -485,8 +485,8 @@ struct MachineProvisioningTests {
         await h.service.shutdown()
     }
 
-    @Test func aMachineMadeForOneWorkloadTakesNoOther() async throws {
-        // Its instance is deleted when that workload leaves it, so anything else placed there would be killed.
+    @Test func aWorkloadPlacedInAMachinesFreeRoomKeepsItUntilTheLastOneLeaves() async throws {
+        // The machine is deleted when the last workload on it leaves, so whoever is placed in its free room holds it.
         let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "us-east-1", "m7i.xlarge", 0.20)])
         let h = try await ServiceHarness(cpu: 1000, providers: [aws], offers: aws.catalog)
         let w = try await h.service.submit(h.spec("owner", ["sleep", "60"], cpu: 2000))
@@ -494,25 +494,45 @@ struct MachineProvisioningTests {
         let ref = try #require(first)
         await aws.set(ref.name, .running)
         let machine = try await h.join(ref.name, cpu: 4000, price: 0.2, root: h.dir + "/m1", session: "m-1")
-        for _ in 0..<500 where try await h.service.get(w.id).phase != .running {
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        #expect(try await h.service.get(w.id).phase == .running)
-        // 1500m fits in the machine's free 2000m but not on the 1000m local node: it gets a machine of its own.
+        _ = try await h.wait(w.id) { $0.phase == .running }
+        // 1500m fits in the machine's free 2000m (not on the 1000m local node): cheaper there than a new machine.
         let other = try await h.service.submit(h.spec("other", ["sleep", "60"], cpu: 1500))
-        var second: Workload? = nil
-        for _ in 0..<500 {
-            second = try await h.service.get(other.id)
-            if second?.status.instance != nil || second?.status.node != nil { break }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        #expect(second?.status.node != ref.name)
-        #expect(second?.status.instance != nil)
-        #expect(second?.status.instance?.name != ref.name)
-        // The owner is deleted: its machine is drained (nothing new lands while it goes) and deleted.
+        let placed = try await h.wait(other.id) { $0.phase == .running }
+        #expect(placed.status.node == ref.name)
+        #expect(placed.status.instance?.name == ref.name)
+        #expect((placed.status.placement?.pricePerHour ?? 1) < 0.20)
+        #expect(await aws.created == 1)
+        // The owner leaves: the machine stays for the other.
         _ = try await h.service.delete(w.id)
+        _ = try await h.wait(w.id) { $0.phase == .deleted }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(await aws.terminated.isEmpty)
+        #expect(try await h.service.get(other.id).phase == .running)
+        // The last one leaves: its machine is drained (nothing new lands while it goes) and deleted.
+        _ = try await h.service.delete(other.id)
         for _ in 0..<500 where await !aws.terminated.contains(ref.name) { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(await aws.terminated.contains(ref.name))
+        #expect(await aws.terminated == [ref.name])
+        #expect(try await h.service.node(id: ref.name)?.state == .draining)
+        await machine.stop()
+        await h.host.stop()
+        await h.service.shutdown()
+    }
+
+    @Test func aMachineWaitingForItsWorkloadTakesNoOther() async throws {
+        // Its room is promised to the workload it was made for until that one starts there.
+        let aws = MemoryCloud(.aws, offers: [cpuOffer("aws", "us-east-1", "m7i.xlarge", 0.20)])
+        let h = try await ServiceHarness(cpu: 1000, restartBase: .seconds(3600), providers: [aws], offers: aws.catalog)
+        let w = try await h.service.submit(h.spec("crashy", ["sh", "-c", "exit 3"], cpu: 3000, restart: .onFailure))
+        let ref = try #require(try await h.madeInstance(w.id))
+        await aws.set(ref.name, .running)
+        let machine = try await h.join(ref.name, cpu: 4000, price: 0.2, root: h.dir + "/m1", session: "m-1")
+        // It exits and waits out an hour's backoff to restart there: its 3000m stay promised meanwhile.
+        let waiting = try await h.wait(w.id) { $0.phase == .pending && $0.status.attempts == 1 }
+        #expect(waiting.status.instance?.name == ref.name)
+        let other = try await h.service.submit(h.spec("other", ["sleep", "60"], cpu: 1500))
+        let second = try await h.wait(other.id) { $0.status.instance != nil || $0.status.node != nil }
+        #expect(second.status.node != ref.name)
+        #expect(second.status.instance?.name != ref.name)
         await machine.stop()
         await h.host.stop()
         await h.service.shutdown()

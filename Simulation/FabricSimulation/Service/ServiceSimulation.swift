@@ -554,8 +554,10 @@ public final class ServiceSimulation: @unchecked Sendable {
                 wait(.orphanInstance, "instance \(name) of \(b.workload ?? "no workload") is billed for nothing")
                 continue
             }
-            // The shares of a machine's price its workloads carry add up to no more than the machine's price.
-            let shares = sharing.reduce(0.0) { $0 + ($1.status.placement?.pricePerHour ?? 0) }
+            // The shares of a machine's price the workloads it was planned for carry add up to no more than the
+            // machine's price (those placed in its free room later carry their marginal price on the node).
+            let shares = sharing.filter { $0.status.placement?.node == nil }
+                .reduce(0.0) { $0 + ($1.status.placement?.pricePerHour ?? 0) }
             if let whole = sharing[0].status.instance?.pricePerHour, shares > whole + 1e-9 {
                 return (
                     nil,
