@@ -312,11 +312,14 @@ extension WorkloadService: NodeRegistry {
                     "stopping a stale workload on a node that came back",
                     ["node": id, "workload": entry.workloadID, "attempt": entry.attempt])
             }
-            let kind = active[entry.workloadID]?.spec.runtimeKind ?? .process
+            let ended = endedWorkloads[entry.workloadID]
+            let kind = active[entry.workloadID]?.spec.runtimeKind ?? ended?.kind ?? .process
             // Until it is stopped it still uses the node: its resources stay charged there, so nothing new is placed
-            // into room that is not free yet (it may run elsewhere too, counted there as well).
+            // into room that is not free yet (it may run elsewhere too, counted there as well; the workload may
+            // have ended meanwhile).
             let hold = "\(entry.workloadID)#\(entry.attempt)@\(id)"
-            if running, let r = active[entry.workloadID]?.spec.resources { allocate(hold, r, on: id) }
+            let resources = active[entry.workloadID]?.spec.resources ?? ended?.resources
+            if running, let resources { allocate(hold, resources, on: id) }
             Task { [logger] in
                 do {
                     if running {

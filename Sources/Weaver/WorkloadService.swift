@@ -152,6 +152,13 @@ public actor WorkloadService {
     var allocations: [String: (node: String, resources: Resources)] = [:]
     /// Workloads that just reached a final phase, kept until that write is stored, so reads see it at once.
     var finishing: [String: Workload] = [:]
+    /// What the latest `endedMemoMax` workloads to reach a final phase asked for and ran in, oldest first in
+    /// `endedOrder`: a node that comes back after a partition may still run an attempt of one of them, which is
+    /// stopped in its runtime, and its room stays charged until then.
+    var endedWorkloads: [String: (resources: Resources, kind: RuntimeKind)] = [:]
+    var endedOrder: [String] = []
+    var endedOrderStart = 0
+    static let endedMemoMax = 10_000
 
     /// Machines made for workloads (instance name, which is the node's ID once it joins) -> the workloads that hold
     /// it: the batch it was planned for and whoever was placed in its free room since, less those that left. It is
@@ -796,6 +803,7 @@ public actor WorkloadService {
             retryAfter[id] = nil
             previousNode[id] = nil
             finishing[id] = w
+            rememberEnded(id, w.spec)
             indexMachine(old: active[id], new: nil)
             active[id] = nil
             documents.set(id, document)
@@ -808,6 +816,19 @@ public actor WorkloadService {
             setActive(w, document: document)
         }
         return stored
+    }
+
+    /// Records what a workload that reached a final phase asked for, forgetting the oldest beyond `endedMemoMax`.
+    func rememberEnded(_ id: String, _ spec: WorkloadSpec) {
+        if endedWorkloads.updateValue((spec.resources, spec.runtimeKind), forKey: id) == nil { endedOrder.append(id) }
+        while endedWorkloads.count > Self.endedMemoMax, endedOrderStart < endedOrder.count {
+            endedWorkloads[endedOrder[endedOrderStart]] = nil
+            endedOrderStart += 1
+        }
+        if endedOrderStart > Self.endedMemoMax {
+            endedOrder.removeFirst(endedOrderStart)
+            endedOrderStart = 0
+        }
     }
 
     func stored(_ id: String, version: Int) {

@@ -232,6 +232,48 @@ final class RecordingPublisher: EventPublisher {
         await n2.stop()
     }
 
+    @Test func aStaleCopyOfAWorkloadThatEndedMeanwhileHoldsItsRoomUntilItStops() async throws {
+        let h = try await ServiceHarness()
+        // It takes 2 s to stop after SIGTERM, so its room is still in use for a while after the stop is asked.
+        let w = try await h.service.submit(
+            h.spec("slow-stop", ["sh", "-c", "trap 'sleep 2; exit 0' TERM; sleep 60 & wait"], cpu: 1500))
+        _ = try await h.wait(w.id) { $0.phase == .running }
+        await h.host.stop()
+        await h.host.system.shutdown()
+        for _ in 0..<44 {
+            h.clock.advance(by: .milliseconds(250))
+            try await Task.sleep(for: .milliseconds(20))
+            await h.service.nodeTick()
+        }
+        // Lost with restartPolicy never: it ends, while its attempt still runs on the silent node.
+        let ended = try await h.wait(w.id) { $0.phase == .failed }
+        #expect(ended.status.reason == "Lost")
+        let back = try await h.join("local", root: h.dir + "/workloads", session: "session-2")
+        // The node came back running it: its 1500m stay charged while it stops, so nothing lands in that room.
+        #expect(await h.service.node(id: "local")?.allocated.cpuMillis == 1500)
+        for _ in 0..<1000 where await h.service.node(id: "local")?.allocated != .zero {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(await h.service.node(id: "local")?.allocated == .zero)
+        let old = await ProcessRuntime(root: h.dir + "/workloads", logBytesMax: 1 << 20).held(workloadID: w.id)
+        #expect(old?.attempt == 1)
+        #expect(old?.state != .running)
+        await back.stop()
+    }
+
+    @Test func theMemoOfEndedWorkloadsKeepsOnlyTheLatest() async throws {
+        let h = try await ServiceHarness()
+        let spec = h.spec("x", ["true"], cpu: 100)
+        let count = WorkloadService.endedMemoMax * 2 + 5
+        for i in 0..<count { await h.service.rememberEnded("w\(i)", spec) }
+        let memo = await h.service.endedWorkloads
+        #expect(memo.count == WorkloadService.endedMemoMax)
+        #expect(memo["w0"] == nil)
+        #expect(memo["w\(count - 1)"]?.resources.cpuMillis == 100)
+        #expect(memo["w\(count - WorkloadService.endedMemoMax)"] != nil)
+        #expect(await h.service.endedOrder.count <= 2 * WorkloadService.endedMemoMax + 1)
+    }
+
     @Test func aStalledWeaverDoesNotDeclareItsNodesLost() async throws {
         let h = try await ServiceHarness()
         await h.service.nodeTick()
