@@ -223,7 +223,7 @@ actor SimProvider: Provider {
         let n = name
         Task {
             try? await self.timer.sleep(for: .seconds(120))
-            await self.forget(n)
+            self.forget(n)
         }
         return name
     }
