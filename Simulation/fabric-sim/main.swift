@@ -15,6 +15,15 @@ do {
     exit(2)
 }
 
+// The files asked for must be writable before hours of simulation are spent: each is created empty now.
+for (flag, path) in [("--log", options.logPath), ("--cost-batches", options.costBatchesPath)] {
+    guard let path else { continue }
+    if !FileManager.default.createFile(atPath: path, contents: Data()) {
+        FileHandle.standardError.write(Data("fabric-sim: \(flag): cannot write \(path)\n".utf8))
+        exit(2)
+    }
+}
+
 if options.service {
     // Dictionary order must not differ between runs: Swift seeds its hashing per process unless told not to.
     if getenv("SWIFT_DETERMINISTIC_HASHING") == nil {
@@ -35,15 +44,16 @@ let violation = sim.run()
 let wall = ContinuousClock.now - started
 let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
 for line in sim.summary(wallSeconds: wallSeconds) { print(line) }
-writeEventLog(sim.logLines, to: options.logPath)
+var written = writeEventLog(sim.logLines, to: options.logPath)
 if let path = options.costBatchesPath {
     let text = sim.costBatchLines.map { $0 + "\n" }.joined()
     if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
         FileHandle.standardError.write(Data("fabric-sim: cannot write the cost batches to \(path)\n".utf8))
+        written = false
     }
 }
 printEnd(violation, hashLine: sim.hashLine, options: options)
-exit(violation == nil ? 0 : 1)
+exit(violation != nil ? 1 : written ? 0 : 2)
 
 /// `--service`: production's control plane in the loop (`ServiceSimulation`).
 func runService(_ options: SimOptions) -> Int32 {
@@ -58,18 +68,20 @@ func runService(_ options: SimOptions) -> Int32 {
     let wall = ContinuousClock.now - started
     let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
     for line in sim.summary(wallSeconds: wallSeconds) { print(line) }
-    writeEventLog(sim.logLines, to: options.logPath)
+    let written = writeEventLog(sim.logLines, to: options.logPath)
     printEnd(violation, hashLine: sim.hashLine, options: options)
-    return violation == nil ? 0 : 1
+    return violation != nil ? 1 : written ? 0 : 2
 }
 
-/// Writes the event log's lines to `path` (when asked for with --log).
-func writeEventLog(_ lines: [String], to path: String?) {
-    guard let path else { return }
+/// Writes the event log's lines to `path` (when asked for with --log); false when that failed.
+func writeEventLog(_ lines: [String], to path: String?) -> Bool {
+    guard let path else { return true }
     let text = lines.joined(separator: "\n") + "\n"
     if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
         FileHandle.standardError.write(Data("fabric-sim: cannot write the event log to \(path)\n".utf8))
+        return false
     }
+    return true
 }
 
 /// The violation, if any, with how to reproduce it, then the hash line (always last).

@@ -1,3 +1,4 @@
+import FabricProviders
 import Foundation
 import Testing
 
@@ -61,6 +62,23 @@ struct ServiceSimulationTests {
             run.lines.contains { $0.hasPrefix("VIOLATION double-run: workload ") && $0.contains("while it runs on") })
         #expect(run.lines.contains("reproduce: make sim SEED=\(seed) SIM_ARGS=\"--service --link-fencing off\""))
         #expect(run.hash != nil)
+    }
+
+    @Test("an output file that cannot be written is refused before the run, naming the flag")
+    func unwritableOutputsAreRefusedFirst() throws {
+        for flag in ["--log", "--cost-batches"] {
+            let run = try Self.sim(["--seed", "1", "--nodes", "10", "--duration", "1m", flag, "/nonexistent-dir/out"])
+            #expect(run.status == 2)
+            #expect(run.lines == ["fabric-sim: \(flag): cannot write /nonexistent-dir/out"])
+        }
+        // A writable one holds the event log whose hash the last line prints.
+        let path = NSTemporaryDirectory() + "fabric-sim-log-\(UUID().uuidString.prefix(8)).txt"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let run = try Self.sim(["--seed", "1", "--nodes", "10", "--duration", "1m", "--quiet", "--log", path])
+        #expect(run.status == 0)
+        let log = try #require(FileManager.default.contents(atPath: path))
+        #expect(log.count > 0)
+        #expect(run.hash == "event-log sha256=" + Crypto.hex(Crypto.sha256(log)))
     }
 
     @Test("different seeds give different logs")
