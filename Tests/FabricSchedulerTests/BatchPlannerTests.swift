@@ -120,15 +120,48 @@ struct BatchPlannerTests {
             {"cpu":1200,"memory":1,"gpu":0,"markets":[0]}]}
 
             """
-        let input = FileManager.default.temporaryDirectory.appendingPathComponent("cost-bound-\(getpid()).jsonl")
+        let (status, text) = try await Self.costBound(root: root, python: python, batches, "--max-ratio", "1.2")
+        #expect(status == 0)
+        let rows = text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+        let three = try #require(rows.first { $0.first == "three-halves" })
+        let whole = try #require(rows.first { $0.first == "whole" })
+        #expect(three[3] == "2.00" && three[4] == "1.5000" && three.last == "OVER")
+        #expect(whole[3] == "2.00" && whole[4] == "1.0000")
+        let oneEach = try #require(rows.first { $0.first == "one-each" })
+        #expect(oneEach[3] == "3.00" && oneEach[4] == "1.0000")
+        // Six workloads on 2-CPU, 8 GiB machines at $1: two take 2 CPUs each, one takes all 8 GiB, and the three of
+        // 1 CPU need two machines, so five in all; models that pool a market's machines say four.
+        let gib = 1 << 30
+        let six = [(2000, 2 * gib), (250, 8 * gib), (2000, gib / 4), (1000, 2 * gib), (1000, 4 * gib), (1000, gib)]
+            .map { "{\"cpu\":\($0.0),\"memory\":\($0.1),\"gpu\":0,\"markets\":[0]}" }.joined(separator: ",")
+        let bins = { (plan: Int) in
+            "{\"name\":\"bins\",\"planCostPerHour\":\(plan),\"markets\":[{\"key\":\"d\",\"price\":1,\"cpu\":2000,"
+                + "\"memory\":\(8 * gib),\"gpu\":0}],\"workloads\":[\(six)]}\n"
+        }
+        let (fiveStatus, five) = try await Self.costBound(root: root, python: python, bins(5))
+        #expect(fiveStatus == 0)
+        let row = try #require(five.split(separator: "\n").map { $0.split(separator: " ") }.first { $0.first == "bins" })
+        #expect(row[3] == "5.00" && row[4] == "1.0000")
+        // A plan that claims four machines' price claims less than any plan can cost: the checker fails.
+        let (fourStatus, four) = try await Self.costBound(root: root, python: python, bins(4))
+        #expect(fourStatus == 1)
+        #expect(four.contains("bins: its plan claims 4.000000 $/h, less than any plan of its workloads can cost"))
+    }
+
+    /// Runs scripts/cost-bound on `batches` (JSON lines): its exit status and what it printed (both streams).
+    static func costBound(root: URL, python: String, _ batches: String, _ args: String...) async throws
+        -> (Int32, String)
+    {
+        let input = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "cost-bound-\(getpid())-\(UUID().uuidString.prefix(8)).jsonl")
         try batches.write(to: input, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: input) }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = [root.appendingPathComponent("scripts/cost-bound").path, "--max-ratio", "1.2", input.path]
+        p.arguments = [root.appendingPathComponent("scripts/cost-bound").path] + args + [input.path]
         let out = Pipe()
         p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
+        p.standardError = out
         try p.run()
         // Read and wait on a thread of its own: blocking a cooperative thread would stall other tests.
         let text = await withCheckedContinuation { (c: CheckedContinuation<String, Never>) in
@@ -138,13 +171,6 @@ struct BatchPlannerTests {
                 c.resume(returning: String(decoding: data, as: UTF8.self))
             }.start()
         }
-        #expect(p.terminationStatus == 0)
-        let rows = text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
-        let three = try #require(rows.first { $0.first == "three-halves" })
-        let whole = try #require(rows.first { $0.first == "whole" })
-        #expect(three[3] == "2.00" && three[4] == "1.5000" && three.last == "OVER")
-        #expect(whole[3] == "2.00" && whole[4] == "1.0000")
-        let oneEach = try #require(rows.first { $0.first == "one-each" })
-        #expect(oneEach[3] == "3.00" && oneEach[4] == "1.0000")
+        return (p.terminationStatus, text)
     }
 }
