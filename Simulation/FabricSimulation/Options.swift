@@ -1,3 +1,5 @@
+import Weaver
+
 /// The schedulers a run can place with: the production one, its brute-force reference, and two deliberately
 /// broken variants the invariants must catch.
 public enum SchedulerVariant: String, Sendable, CaseIterable {
@@ -69,14 +71,17 @@ public struct SimOptions: Sendable, Equatable {
 
           --seed N          the seed (required), 0 to 2^64-1
           --nodes N         fleet size, 1 to \(nodesMax) (default: drawn from the seed)
-          --duration D      fault phase length, 1m to 7d, e.g. 90s, 30m, 6h, 1d (default: drawn from the seed)
+          --duration D      fault phase length, 1m to 7d, e.g. 90s, 30m, 6h, 1h30m, 1d (default: drawn from the seed)
           --scheduler V     index (default), reference (brute force), broken-gpu-type, broken-double-book
+                            (not with --service, where weaver's own scheduler places)
           --batch on|off    on (default): workloads that need new machines are planned together once per
                             scheduling pass (BatchPlanner, several may share a machine); off: one machine each, at once
+                            (not with --service: see --batch-window)
           --restarts-per-day R
                             controller restarts per simulated day in the fault phase (default: drawn from the seed)
           --cost-batches FILE
-                            write every batch as a JSON line for scripts/cost-bound (the lower bound)
+                            write every batch as a JSON line for scripts/cost-bound (the lower bound; with
+                            --service the file is left empty)
           --log FILE        also write the event log to FILE
           --service         run weaver's own control plane instead of the simulator's controller: WorkloadService,
                             the ControlPlane/ShuttleNode actors, NodeAgent and ShuttleRunner, unchanged, on a
@@ -127,7 +132,8 @@ public struct SimOptions: Sendable, Equatable {
                 let v = try value(a)
                 guard let d = parseDuration(v) else {
                     throw SimError(
-                        .usage, "--duration takes a number and a unit (s, m, h, d), e.g. 6h or 1d, got \"\(v)\"")
+                        .usage,
+                        "--duration takes numbers with units (ms, s, m, h, d), e.g. 6h, 1d or 1h30m, got \"\(v)\"")
                 }
                 guard d >= durationMin, d <= durationMax else {
                     throw SimError(.usage, "--duration must be from 1m to 7d, got \"\(v)\"")
@@ -161,8 +167,8 @@ public struct SimOptions: Sendable, Equatable {
                 o.linkFencing = v == "on"
             case "--batch-window":
                 let v = try value(a)
-                guard let d = v == "0s" || v == "0" ? Duration.zero : Self.parseDuration(v), d <= .seconds(300) else {
-                    throw SimError(.usage, "--batch-window takes 0s to 300s (e.g. 2s, 1m), got \"\(v)\"")
+                guard let d = DurationText.parse(v), d >= .zero, d <= .seconds(300) else {
+                    throw SimError(.usage, "--batch-window takes 0s to 300s (e.g. 2s, 500ms, 1m), got \"\(v)\"")
                 }
                 o.batchWindow = d
             case "--quiet", "-q": o.quiet = true
@@ -182,24 +188,27 @@ public struct SimOptions: Sendable, Equatable {
             if let d = o.duration, d > serviceDurationMax {
                 throw SimError(.usage, "--duration with --service is at most 6h, got \(d.components.seconds)s")
             }
+            // Weaver's own scheduler places, and it plans machines by scheduler.batch_window: these choose the
+            // simulator's controller, which does not run here (--cost-batches is left empty: no batches of its own).
+            if o.scheduler != .index { throw SimError(.usage, "--scheduler applies only without --service") }
+            if !o.batch { throw SimError(.usage, "--batch applies only without --service (see --batch-window)") }
         } else if !o.linkFencing {
             throw SimError(.usage, "--link-fencing applies only with --service")
         } else if o.batchWindow != nil {
             throw SimError(.usage, "--batch-window applies only with --service")
         }
+        if let log = o.logPath, log == o.costBatchesPath {
+            throw SimError(.usage, "--log and --cost-batches name the same file \"\(log)\"")
+        }
         return .run(o)
     }
 
-    /// `90s`, `30m`, `6h`, `1d`: a positive whole number and one unit.
+    /// Weaver's duration syntax (`90s`, `30m`, `6h`, `1h30m`, `500ms`) or whole days (`1d`, `7d`).
     public static func parseDuration(_ text: String) -> Duration? {
-        guard let unit = text.last, let n = Int64(text.dropLast()), n > 0, n <= 1_000_000 else { return nil }
-        switch unit {
-        case "s": return .seconds(n)
-        case "m": return .seconds(n * 60)
-        case "h": return .seconds(n * 3600)
-        case "d": return .seconds(n * 86_400)
-        default: return nil
+        if text.hasSuffix("d"), let days = Int64(text.dropLast()), days >= 0, days <= 1_000 {
+            return .seconds(days * 86_400)
         }
+        return DurationText.parse(text)
     }
 }
 
@@ -222,13 +231,13 @@ extension SimOptions {
     public var reproduceCommand: String {
         var extra: [String] = []
         if let nodes { extra.append("--nodes \(nodes)") }
-        if let duration { extra.append("--duration \(duration.components.seconds)s") }
+        if let duration { extra.append("--duration \(DurationText.format(duration))") }
         if scheduler != .index { extra.append("--scheduler \(scheduler.rawValue)") }
         if !batch { extra.append("--batch off") }
         if let restartsPerDay { extra.append("--restarts-per-day \(restartsPerDay)") }
         if service { extra.append("--service") }
         if !linkFencing { extra.append("--link-fencing off") }
-        if let batchWindow { extra.append("--batch-window \(batchWindow.components.seconds)s") }
+        if let batchWindow { extra.append("--batch-window \(DurationText.format(batchWindow))") }
         return "make sim SEED=\(seed)" + (extra.isEmpty ? "" : " SIM_ARGS=\"\(extra.joined(separator: " "))\"")
     }
 }

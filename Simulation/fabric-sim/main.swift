@@ -15,13 +15,23 @@ do {
     exit(2)
 }
 
-// The files asked for must be writable before hours of simulation are spent: each is created empty now.
+// The files asked for must be writable before hours of simulation are spent, and must be two files.
+var outputs: [(flag: String, device: UInt64, inode: UInt64)] = []
 for (flag, path) in [("--log", options.logPath), ("--cost-batches", options.costBatchesPath)] {
     guard let path else { continue }
-    if !FileManager.default.createFile(atPath: path, contents: Data()) {
-        FileHandle.standardError.write(Data("fabric-sim: \(flag): cannot write \(path)\n".utf8))
+    let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+    var st = stat()
+    guard fd >= 0, fstat(fd, &st) == 0 else {
+        let why = String(cString: strerror(errno))
+        FileHandle.standardError.write(Data("fabric-sim: \(flag): cannot write \(path): \(why)\n".utf8))
         exit(2)
     }
+    close(fd)
+    if let other = outputs.first(where: { $0.device == UInt64(st.st_dev) && $0.inode == UInt64(st.st_ino) }) {
+        FileHandle.standardError.write(Data("fabric-sim: \(other.flag) and \(flag) name the same file\n".utf8))
+        exit(2)
+    }
+    outputs.append((flag, UInt64(st.st_dev), UInt64(st.st_ino)))
 }
 
 if options.service {
@@ -47,8 +57,8 @@ for line in sim.summary(wallSeconds: wallSeconds) { print(line) }
 var written = writeEventLog(sim.logLines, to: options.logPath)
 if let path = options.costBatchesPath {
     let text = sim.costBatchLines.map { $0 + "\n" }.joined()
-    if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
-        FileHandle.standardError.write(Data("fabric-sim: cannot write the cost batches to \(path)\n".utf8))
+    if let why = writeThrough(path, Data(text.utf8)) {
+        FileHandle.standardError.write(Data("fabric-sim: cannot write the cost batches to \(path): \(why)\n".utf8))
         written = false
     }
 }
@@ -77,11 +87,33 @@ func runService(_ options: SimOptions) -> Int32 {
 func writeEventLog(_ lines: [String], to path: String?) -> Bool {
     guard let path else { return true }
     let text = lines.joined(separator: "\n") + "\n"
-    if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
-        FileHandle.standardError.write(Data("fabric-sim: cannot write the event log to \(path)\n".utf8))
+    if let why = writeThrough(path, Data(text.utf8)) {
+        FileHandle.standardError.write(Data("fabric-sim: cannot write the event log to \(path): \(why)\n".utf8))
         return false
     }
     return true
+}
+
+/// Writes `data` to the file at `path` (created, or truncated), through the path: a symlink, a pipe or
+/// `/dev/stdout` is written to, not replaced. Returns why it failed, or nil.
+func writeThrough(_ path: String, _ data: Data) -> String? {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { return String(cString: strerror(errno)) }
+    var failure: String? = nil
+    data.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) in
+        var offset = 0
+        while offset < buffer.count {
+            let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                failure = String(cString: strerror(errno))
+                return
+            }
+            offset += n
+        }
+    }
+    if close(fd) != 0, failure == nil { failure = String(cString: strerror(errno)) }
+    return failure
 }
 
 /// The violation, if any, with how to reproduce it, then the hash line (always last).

@@ -69,16 +69,23 @@ struct ServiceSimulationTests {
         for flag in ["--log", "--cost-batches"] {
             let run = try Self.sim(["--seed", "1", "--nodes", "10", "--duration", "1m", flag, "/nonexistent-dir/out"])
             #expect(run.status == 2)
-            #expect(run.lines == ["fabric-sim: \(flag): cannot write /nonexistent-dir/out"])
+            #expect(run.lines == ["fabric-sim: \(flag): cannot write /nonexistent-dir/out: No such file or directory"])
         }
-        // A writable one holds the event log whose hash the last line prints.
-        let path = NSTemporaryDirectory() + "fabric-sim-log-\(UUID().uuidString.prefix(8)).txt"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        let run = try Self.sim(["--seed", "1", "--nodes", "10", "--duration", "1m", "--quiet", "--log", path])
+        // A symlink is written through: the file it names holds the event log whose hash the last line prints.
+        let dir = NSTemporaryDirectory() + "fabric-sim-out-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: dir + "/events.txt")
+        let run = try Self.sim(["--seed", "1", "--nodes", "10", "--duration", "1m", "--quiet", "--log", dir + "/link"])
         #expect(run.status == 0)
-        let log = try #require(FileManager.default.contents(atPath: path))
+        let log = try #require(FileManager.default.contents(atPath: dir + "/events.txt"))
         #expect(log.count > 0)
         #expect(run.hash == "event-log sha256=" + Crypto.hex(Crypto.sha256(log)))
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: dir + "/link") == dir + "/events.txt")
+        // The same file under two names is refused: the cost batches would overwrite the event log.
+        let same = try Self.sim(["--seed", "1", "--log", dir + "/events.txt", "--cost-batches", dir + "/link"])
+        #expect(same.status == 2)
+        #expect(same.lines == ["fabric-sim: --log and --cost-batches name the same file"])
     }
 
     @Test("different seeds give different logs")

@@ -215,6 +215,9 @@ struct OptionsTests {
         windowed.batchWindow = .zero
         #expect(try SimOptions.parse(["--seed", "9", "--service", "--batch-window", "0s"]) == .run(windowed))
         #expect(windowed.reproduceCommand == "make sim SEED=9 SIM_ARGS=\"--service --batch-window 0s\"")
+        windowed.batchWindow = .milliseconds(1500)
+        #expect(try SimOptions.parse(["--seed", "9", "--service", "--batch-window", "1.5s"]) == .run(windowed))
+        #expect(windowed.reproduceCommand == "make sim SEED=9 SIM_ARGS=\"--service --batch-window 1500ms\"")
     }
 
     @Test(arguments: [
@@ -222,7 +225,7 @@ struct OptionsTests {
         (["--seed"], "--seed needs a value"),
         (["--seed", "-1"], "--seed takes a whole number"),
         (["--seed", "1", "--nodes", "0"], "--nodes takes a whole number from 1 to 20000"),
-        (["--seed", "1", "--duration", "6x"], "--duration takes a number and a unit"),
+        (["--seed", "1", "--duration", "6x"], "--duration takes numbers with units"),
         (["--seed", "1", "--duration", "10s"], "--duration must be from 1m to 7d"),
         (["--seed", "1", "--scheduler", "fast"], "--scheduler takes one of index, reference"),
         (["--seed", "1", "--frobnicate"], "unknown option \"--frobnicate\""),
@@ -230,6 +233,14 @@ struct OptionsTests {
         (["--seed", "1", "--restarts-per-day", "-2"], "--restarts-per-day takes a number"),
         (["--seed", "1", "--service", "--batch-window", "10m"], "--batch-window takes 0s to 300s"),
         (["--seed", "1", "--batch-window", "2s"], "--batch-window applies only with --service"),
+        (["--seed", "1", "--service", "--batch-window", "-1s"], "--batch-window takes 0s to 300s"),
+        (["--seed", "1", "--duration", "0s"], "--duration must be from 1m to 7d"),
+        (
+            ["--seed", "1", "--service", "--scheduler", "broken-double-book"],
+            "--scheduler applies only without --service"
+        ),
+        (["--seed", "1", "--service", "--batch", "off"], "--batch applies only without --service"),
+        (["--seed", "1", "--log", "x", "--cost-batches", "x"], "--log and --cost-batches name the same file"),
     ])
     func rejectsBadInput(args: [String], message: String) {
         #expect {
@@ -239,15 +250,19 @@ struct OptionsTests {
         }
     }
 
-    @Test(arguments: [("90s", 90), ("30m", 1800), ("6h", 21600), ("1d", 86400)] as [(String, Int64)])
-    func durations(text: String, seconds: Int64) {
-        #expect(SimOptions.parseDuration(text) == .seconds(seconds))
+    @Test(
+        arguments: [
+            ("90s", 90_000), ("30m", 1_800_000), ("6h", 21_600_000), ("1d", 86_400_000), ("1h30m", 5_400_000),
+            ("1.5s", 1500), ("500ms", 500), ("0s", 0),
+        ] as [(String, Int64)])
+    func durations(text: String, millis: Int64) {
+        #expect(SimOptions.parseDuration(text) == .milliseconds(millis))
     }
 
     @Test func reproduceLineCarriesTheOverrides() {
         #expect(SimOptions(seed: 5).reproduceCommand == "make sim SEED=5")
         #expect(
             SimOptions(seed: 5, nodes: 20, duration: .seconds(3600), scheduler: .brokenGPUType).reproduceCommand
-                == "make sim SEED=5 SIM_ARGS=\"--nodes 20 --duration 3600s --scheduler broken-gpu-type\"")
+                == "make sim SEED=5 SIM_ARGS=\"--nodes 20 --duration 1h --scheduler broken-gpu-type\"")
     }
 }

@@ -313,7 +313,7 @@ extension SettingCodec where Value == Duration {
     /// A duration in `range`: `500ms`, `10s`, `2m`, `1h`, `1h30m`.
     static func duration(_ range: ClosedRange<Duration>) -> Self {
         .scalar(
-            "duration",
+            "duration \(SettingText.formatDuration(range.lowerBound))..\(SettingText.formatDuration(range.upperBound))",
             parse: { (text: String) throws(SettingValueError) -> Duration in
                 guard let value = SettingText.parseDuration(text) else {
                     throw SettingValueError("expected a duration like 500ms, 10s, 2m or 1h")
@@ -446,6 +446,14 @@ extension SettingCodec where Value == [String: String] {
 }
 
 // MARK: - Text helpers
+
+/// Weaver's duration syntax (`500ms`, `10s`, `2m`, `1h30m`), for tools that take the same values as its settings.
+public enum DurationText {
+    /// The duration `text` says (nil on bad syntax or overflow; negative durations do not parse).
+    public static func parse(_ text: String) -> Duration? { SettingText.parseDuration(text) }
+    /// `d` in the same syntax, as settings render it.
+    public static func format(_ d: Duration) -> String { SettingText.formatDuration(d) }
+}
 
 /// Parsing and formatting helpers shared by the codecs.
 enum SettingText {
