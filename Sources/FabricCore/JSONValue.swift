@@ -66,6 +66,8 @@ public enum JSONValue: Sendable, Hashable, Decodable {
             if type(of: n) == booleanType { return .bool(n.boolValue) }
             switch String(cString: n.objCType) {
             case "d", "f": return .double(n.doubleValue)
+            // Integers above Int64.max come as unsigned: kept as a (huge) double, never wrapped to a negative one.
+            case "Q" where n.uint64Value > UInt64(Int64.max): return .double(Double(n.uint64Value))
             default: return .int(n.int64Value)
             }
         default: return .null

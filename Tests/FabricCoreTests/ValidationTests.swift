@@ -116,9 +116,23 @@ import Testing
         #expect(spec.command == ["echo", ",]", "x\",}"])
     }
 
+    @Test func memoryAboveInt64IsOutOfRangeNotNegative() {
+        do {
+            _ = try parse(#"{"name":"a","command":["true"],"resources":{"memory":18446744073709551615}}"#)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.field == "resources.memory")
+            #expect(error.message == "resources.memory is out of range")
+        }
+    }
+
     @Test(arguments: [
         ("1.5", "resources.gpu.count must be a whole number"), ("1e308", "resources.gpu.count is out of range"),
         ("-1e300", "resources.gpu.count is out of range"), ("17", "GPU count must be between 0 and 16, got 17"),
+        // Above Int64.max: out of range, not wrapped to a negative count.
+        ("18446744073709551615", "resources.gpu.count is out of range"),
+        ("9300000000000000000", "resources.gpu.count is out of range"),
+        ("9223372036854775807", "GPU count must be between 0 and 16, got 9223372036854775807"),
     ])
     func gpuCountMessages(count: String, message: String) {
         do {
