@@ -34,30 +34,39 @@ public struct Router: HTTPResponder {
     /// dropped). HEAD is not listed: it is answered by the GET handler unless registered itself.
     public private(set) var routes: [(method: HTTPMethod, pattern: String)] = []
 
+    /// Whether a query parameter a route does not name is refused with 400 (the default) or passed on to the handler
+    /// (for servers that stand in for other APIs, which ignore what they do not know).
+    public var refusesUnknownQuery = true
+
     public init() {}
 
-    /// Registers `handler` for GET (and HEAD, unless HEAD has its own route) on `pattern`.
-    public mutating func get(_ pattern: String, _ handler: @escaping HTTPHandler) {
-        on(.get, pattern, handler)
+    /// Registers `handler` for GET (and HEAD, unless HEAD has its own route) on `pattern`, taking the query
+    /// parameters named in `query` (any other is refused with 400).
+    public mutating func get(_ pattern: String, query: [String] = [], _ handler: @escaping HTTPHandler) {
+        on(.get, pattern, query: query, handler)
     }
 
-    /// Registers `handler` for POST on `pattern`.
-    public mutating func post(_ pattern: String, _ handler: @escaping HTTPHandler) {
-        on(.post, pattern, handler)
+    /// Registers `handler` for POST on `pattern`, taking the query parameters named in `query`.
+    public mutating func post(_ pattern: String, query: [String] = [], _ handler: @escaping HTTPHandler) {
+        on(.post, pattern, query: query, handler)
     }
 
-    /// Registers `handler` for PUT on `pattern`.
-    public mutating func put(_ pattern: String, _ handler: @escaping HTTPHandler) {
-        on(.put, pattern, handler)
+    /// Registers `handler` for PUT on `pattern`, taking the query parameters named in `query`.
+    public mutating func put(_ pattern: String, query: [String] = [], _ handler: @escaping HTTPHandler) {
+        on(.put, pattern, query: query, handler)
     }
 
-    /// Registers `handler` for DELETE on `pattern`.
-    public mutating func delete(_ pattern: String, _ handler: @escaping HTTPHandler) {
-        on(.delete, pattern, handler)
+    /// Registers `handler` for DELETE on `pattern`, taking the query parameters named in `query`.
+    public mutating func delete(_ pattern: String, query: [String] = [], _ handler: @escaping HTTPHandler) {
+        on(.delete, pattern, query: query, handler)
     }
 
-    /// Registers `handler` for `method` on `pattern`; registering the same method and pattern twice is a bug.
-    public mutating func on(_ method: HTTPMethod, _ pattern: String, _ handler: @escaping HTTPHandler) {
+    /// Registers `handler` for `method` on `pattern`; registering the same method and pattern twice is a bug. A
+    /// request with a query parameter not named in `query` is refused with 400 `invalid_argument` naming it, so a
+    /// misspelt one (`dryrun` for `dryRun`) is never silently ignored.
+    public mutating func on(
+        _ method: HTTPMethod, _ pattern: String, query: [String] = [], _ handler: @escaping HTTPHandler
+    ) {
         var index = 0
         let segments = Self.segments(of: pattern)
         for segment in segments {
@@ -83,7 +92,7 @@ public struct Router: HTTPResponder {
             }
         }
         precondition(nodes[index].handler(for: method) == nil, "route \(method) \(pattern) is registered twice")
-        nodes[index].handlers.append((method, handler))
+        nodes[index].handlers.append((method, query, handler))
         routes.append((method: method, pattern: "/" + segments.joined(separator: "/")))
     }
 
@@ -125,9 +134,18 @@ public struct Router: HTTPResponder {
         }
         let node = nodes[index]
         guard
-            let handler = node.handler(for: request.method) ?? (request.method == .head ? node.handler(for: .get) : nil)
+            let entry = node.entry(for: request.method) ?? (request.method == .head ? node.entry(for: .get) : nil)
         else {
             throw MethodNotAllowed(allowed: node.allowed, method: request.method, path: request.path)
+        }
+        let handler = entry.handler
+        for item in request.query.items where refusesUnknownQuery && !entry.query.contains(item.name) {
+            let takes =
+                entry.query.isEmpty ? "takes no query parameters" : "takes \(entry.query.joined(separator: ", "))"
+            throw FabricError.invalid(
+                String(item.name.prefix(100)),
+                "unknown query parameter \"\(item.name.prefix(100))\": \(request.method) \(request.path.prefix(200)) \(takes)"
+            )
         }
         if parameters.isEmpty { return try await handler(request) }
         var request = request
@@ -141,10 +159,12 @@ public struct Router: HTTPResponder {
         var literals: [(segment: String, node: Int)] = []
         var parameter: (name: String, node: Int)?
         /// A list for the same reason: a handful of methods, compared as short strings.
-        var handlers: [(method: HTTPMethod, handler: HTTPHandler)] = []
+        var handlers: [(method: HTTPMethod, query: [String], handler: HTTPHandler)] = []
 
-        func handler(for method: HTTPMethod) -> HTTPHandler? {
-            for entry in handlers where entry.method == method { return entry.handler }
+        func handler(for method: HTTPMethod) -> HTTPHandler? { entry(for: method)?.handler }
+
+        func entry(for method: HTTPMethod) -> (method: HTTPMethod, query: [String], handler: HTTPHandler)? {
+            for entry in handlers where entry.method == method { return entry }
             return nil
         }
 

@@ -43,8 +43,10 @@ struct WeaverAPI: Sendable {
     func router() -> Router {
         var r = Router()
         r.get("/health") { _ in try await health() }
-        r.post("/v1/workloads") { req in try await createWorkload(req) }
-        r.get("/v1/workloads") { req in try await listWorkloads(req) }
+        r.post("/v1/workloads", query: ["dryRun"]) { req in try await createWorkload(req) }
+        r.get("/v1/workloads", query: ["status", "phase", "label", "labelSelector", "limit", "cursor"]) { req in
+            try await listWorkloads(req)
+        }
         r.get("/v1/workloads/:id") { req in
             let id = try req.parameter("id")
             // Unfinished workloads answer from the document cache, without suspending (the hot path).
@@ -52,14 +54,14 @@ struct WeaverAPI: Sendable {
             return try .json(await service.get(id))
         }
         r.delete("/v1/workloads/:id") { req in try await deleteWorkload(req) }
-        r.get("/v1/workloads/:id/logs") { req in try await logs(req) }
-        r.get("/v1/workloads/:id/events") { req in try await events(req) }
+        r.get("/v1/workloads/:id/logs", query: ["tail"]) { req in try await logs(req) }
+        r.get("/v1/workloads/:id/events", query: ["after", "limit"]) { req in try await events(req) }
         r.get("/v1/providers") { _ in try .json(ProviderListDocument(providers: providers.statuses())) }
         r.get("/v1/providers/:name/regions") { req in
             let p = try providers.provider(try req.parameter("name"))
             return try .json(RegionListDocument(provider: p.rawValue, regions: providers.regions(p)))
         }
-        r.get("/v1/providers/:name/machine-types") { req in
+        r.get("/v1/providers/:name/machine-types", query: ["region"]) { req in
             let p = try providers.provider(try req.parameter("name"))
             let region = req.query["region"]
             let types = providers.machineTypes(p, region: region)

@@ -10,7 +10,9 @@ import Testing
 private func sampleRouter() -> Router {
     var router = Router()
     router.get("/v1/workloads") { _ in .text("list") }
-    router.post("/v1/workloads") { _ in .text("create", status: 202) }
+    router.post("/v1/workloads", query: ["dryRun"]) { request in
+        .text("create \(request.query["dryRun"] ?? "-")", status: 202)
+    }
     router.get("/v1/workloads/:id") { request in .text("get \(try request.parameter("id"))") }
     router.delete("/v1/workloads/:id") { request in .text("delete \(try request.parameter("id"))") }
     router.get("/v1/workloads/summary") { _ in .text("summary") }
@@ -36,7 +38,7 @@ struct RouterTests {
         "routes by method and pattern",
         arguments: [
             RouteCase(method: .get, path: "/v1/workloads", status: 200, body: "list"),
-            RouteCase(method: .post, path: "/v1/workloads", status: 202, body: "create"),
+            RouteCase(method: .post, path: "/v1/workloads", status: 202, body: "create -"),
             RouteCase(method: .get, path: "/v1/workloads/", status: 200, body: "list"),
             RouteCase(method: .get, path: "/v1/workloads/wl-1", status: 200, body: "get wl-1"),
             RouteCase(method: .delete, path: "/v1/workloads/wl-1", status: 200, body: "delete wl-1"),
@@ -64,6 +66,29 @@ struct RouterTests {
         #expect(response.headers["content-type"] == "application/json")
         let envelope = try JSONDecoder().decode(ErrorEnvelope.self, from: response.body)
         #expect(envelope == ErrorEnvelope(error: .init(code: "not_found", message: "no route for GET /v2/x")))
+    }
+
+    @Test("a query parameter the route does not take is refused with 400, naming it")
+    func unknownQueryParameters() async throws {
+        let router = sampleRouter()
+        let taken = try await router.respond(
+            to: Request(method: .post, path: "/v1/workloads", query: ["dryRun": "true"]))
+        #expect(taken.status == 202)
+        #expect(String(decoding: taken.body, as: UTF8.self) == "create true")
+        let misspelt = try await router.respond(
+            to: Request(method: .post, path: "/v1/workloads", query: ["dryrun": "true"]))
+        #expect(misspelt.status == 400)
+        let envelope = try JSONDecoder().decode(ErrorEnvelope.self, from: misspelt.body)
+        #expect(envelope.error.code == "invalid_argument")
+        #expect(envelope.error.field == "dryrun")
+        #expect(envelope.error.message == "unknown query parameter \"dryrun\": POST /v1/workloads takes dryRun")
+        let none = try await router.respond(to: Request(method: .get, path: "/healthz", query: ["verbose": ""]))
+        #expect(none.status == 400)
+        #expect(
+            try JSONDecoder().decode(ErrorEnvelope.self, from: none.body).error.message
+                == "unknown query parameter \"verbose\": GET /healthz takes no query parameters")
+        // HEAD answered by the GET handler takes what GET takes.
+        #expect(try await router.respond(to: Request(method: .head, path: "/healthz", query: ["x": "1"])).status == 400)
     }
 
     @Test("known path with another method answers 405 with Allow")

@@ -29,8 +29,8 @@ private func echoRouter() -> Router {
                 method: request.method.rawValue, id: try request.parameter("id"), query: query,
                 trace: request.headers["x-trace-id"], bodyBytes: request.body.count))
     }
-    router.get("/v1/workloads/:id", echo)
-    router.post("/v1/workloads/:id", echo)
+    router.get("/v1/workloads/:id", query: ["phase", "label", "flag", "x"], echo)
+    router.post("/v1/workloads/:id", query: ["phase", "label", "flag", "x"], echo)
     router.get("/v1/workloads") { _ in .text("list") }
     return router
 }

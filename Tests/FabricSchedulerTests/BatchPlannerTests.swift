@@ -140,7 +140,8 @@ struct BatchPlannerTests {
         }
         let (fiveStatus, five) = try await Self.costBound(root: root, python: python, bins(5))
         #expect(fiveStatus == 0)
-        let row = try #require(five.split(separator: "\n").map { $0.split(separator: " ") }.first { $0.first == "bins" })
+        let row = try #require(
+            five.split(separator: "\n").map { $0.split(separator: " ") }.first { $0.first == "bins" })
         #expect(row[3] == "5.00" && row[4] == "1.0000")
         // A plan that claims four machines' price claims less than any plan can cost: the checker fails.
         let (fourStatus, four) = try await Self.costBound(root: root, python: python, bins(4))

@@ -145,6 +145,14 @@ import Testing
         #expect(none.json["placement"] is NSNull)
         #expect((none.json["candidates"] as? [[String: Any]])?.allSatisfy { $0["reason"] is String } == true)
 
+        // A misspelt dryRun is refused, not taken for a real submission.
+        let misspelt = try await c.post("/v1/workloads?dryrun=true", #"{"name":"oops","command":["true"]}"#)
+        #expect(misspelt.status == 400)
+        let error = try #require(misspelt.json["error"] as? [String: Any])
+        #expect(error["code"] as? String == "invalid_argument")
+        #expect(error["field"] as? String == "dryrun")
+        #expect(try await c.get("/v1/workloads?Status=running").status == 400)
+
         let list = try await c.get("/v1/workloads").json["items"] as? [Any]
         #expect(list?.count == 0)
     }

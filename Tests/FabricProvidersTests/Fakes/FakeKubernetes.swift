@@ -99,6 +99,7 @@ final class FakeKubernetes: Sendable {
     /// Starts serving on a free loopback port.
     func start() throws {
         var router = Router()
+        router.refusesUnknownQuery = false  // the real API ignores query parameters it does not know
         router.add(middleware: LogMiddleware(log: log))
         router.add(middleware: AuthMiddleware(token: token))
         router.add(

@@ -73,6 +73,7 @@ final class FakeRunPod: Sendable {
 
     func start() throws {
         var router = Router()
+        router.refusesUnknownQuery = false  // the real API ignores query parameters it does not know
         router.add(middleware: LogMiddleware(log: log))
         router.add(middleware: FaultMiddleware(faults: faults) { r in Self.operation(of: r.body) })
         router.post("/graphql") { [self] in graphql($0) }
