@@ -15,11 +15,12 @@ do {
     exit(2)
 }
 
-// The files asked for must be writable before hours of simulation are spent, and must be two files.
+// The files asked for must be writable before hours of simulation are spent, and must be two files. Each is emptied
+// now: what an earlier run left there must not pass for this run's (--service writes no batches).
 var outputs: [(flag: String, device: UInt64, inode: UInt64)] = []
 for (flag, path) in [("--log", options.logPath), ("--cost-batches", options.costBatchesPath)] {
     guard let path else { continue }
-    let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     var st = stat()
     guard fd >= 0, fstat(fd, &st) == 0 else {
         let why = String(cString: strerror(errno))
