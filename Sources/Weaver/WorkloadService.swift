@@ -601,7 +601,7 @@ public actor WorkloadService {
         placementsTotal += 1
         let attempt = w.status.attempts + 1
         // On a machine Fabric made, it holds the machine too: the machine stays until the last holder leaves it.
-        let machine = machineHolders(nodeID).first.flatMap { active[$0]?.status.instance }
+        let machine = machineOwners[nodeID]?.min().flatMap { active[$0]?.status.instance }
         transition(id, to: .scheduled, reason: "Scheduled", message: "placed on node \(nodeID)") {
             $0.status.node = nodeID
             $0.status.placement = placement

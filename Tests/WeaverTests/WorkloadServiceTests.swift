@@ -100,6 +100,18 @@ struct ServiceHarness {
         return w
     }
 
+    /// `local` stops heartbeating, and 11 s (past lost_after) pass on the manual clock in steps of 0.25 s, each
+    /// with 60 ms of real time for other nodes to heartbeat (every 50 ms) and a node tick.
+    func silenceLocalPastLostAfter() async throws {
+        await host.stop()
+        await host.system.shutdown()
+        for _ in 0..<44 {
+            clock.advance(by: .milliseconds(250))
+            try await Task.sleep(for: .milliseconds(60))
+            await service.nodeTick()
+        }
+    }
+
     func events(_ id: String) async throws -> [String] {
         try await Task.sleep(for: .milliseconds(100))  // let queued writes land
         return try await store.events(workloadID: id, afterSeq: 0, limit: 100).map { "\($0.to.rawValue):\($0.reason)" }
@@ -190,15 +202,8 @@ final class RecordingPublisher: EventPublisher {
         let w = try await h.service.submit(h.spec("long", ["sleep", "60"], restart: .always))
         let first = try await h.wait(w.id) { $0.phase == .running }
         #expect(first.status.node == "local", "the free node is cheaper")
-        // `local` stops heartbeating (its workload keeps running: this runtime has no lease).
-        await h.host.stop()
-        await h.host.system.shutdown()
-        // 11 s pass in steps of 0.25 s; n2 heartbeats (every 50 ms) all along, `local` stays silent.
-        for _ in 0..<44 {
-            h.clock.advance(by: .milliseconds(250))
-            try await Task.sleep(for: .milliseconds(60))
-            await h.service.nodeTick()
-        }
+        // `local` stops heartbeating (its workload keeps running: this runtime has no lease); n2 heartbeats on.
+        try await h.silenceLocalPastLostAfter()
         #expect(await h.service.node(id: "local")?.state == .lost)
         #expect(await h.service.node(id: "n2")?.state == .ready)
         let moved = try await h.wait(w.id) { $0.phase == .running && $0.status.node == "n2" }
@@ -238,13 +243,7 @@ final class RecordingPublisher: EventPublisher {
         let w = try await h.service.submit(
             h.spec("slow-stop", ["sh", "-c", "trap 'sleep 2; exit 0' TERM; sleep 60 & wait"], cpu: 1500))
         _ = try await h.wait(w.id) { $0.phase == .running }
-        await h.host.stop()
-        await h.host.system.shutdown()
-        for _ in 0..<44 {
-            h.clock.advance(by: .milliseconds(250))
-            try await Task.sleep(for: .milliseconds(20))
-            await h.service.nodeTick()
-        }
+        try await h.silenceLocalPastLostAfter()
         // Lost with restartPolicy never: it ends, while its attempt still runs on the silent node.
         let ended = try await h.wait(w.id) { $0.phase == .failed }
         #expect(ended.status.reason == "Lost")
