@@ -49,15 +49,23 @@ final class PostgresConnection: SQLConnection {
         return PostgresConnection(conn: handle, target: target)
     }
 
+    /// How many times `ensureConnected` resets a broken connection before it gives up.
+    static let resetAttempts = 3
+
     /// Whether the connection is unusable (the server went away or the socket broke).
     var isBroken: Bool { PQstatus(conn) != CONNECTION_OK }
 
-    /// Resets a broken connection once.
+    /// Resets a broken connection, up to `resetAttempts` times 50 ms apart (a reset can fail on its own, for
+    /// example while the server still tears down the old backend).
     /// - Throws: `.unavailable` when the server still cannot be reached.
     func ensureConnected() throws(FabricError) {
         guard isBroken else { return }
         prepared = [:]
-        PQreset(conn)
+        for attempt in 1...Self.resetAttempts {
+            PQreset(conn)
+            if !isBroken || attempt == Self.resetAttempts { break }
+            usleep(50_000)
+        }
         guard !isBroken else {
             let message = Self.clean(String(cString: PQerrorMessage(conn)))
             throw FabricError(
